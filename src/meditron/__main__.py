@@ -1,0 +1,5 @@
+import sys
+
+from meditron.cli import main
+
+sys.exit(main())

@@ -1,0 +1,263 @@
+"""Tokenizers: HF `tokenizer.json`, SentencePiece `tokenizer.model`, GGUF metadata; chat templates;
+MEDITRON's added tokens.
+
+Every tokenizer is held as a fast `tokenizers.Tokenizer` plus the few settings the model needs
+(BOS/EOS/PAD, whether BOS is prepended, the chat template). SentencePiece and GGUF vocabularies
+are converted once (with transformers' converters) and saved as `tokenizer.json`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from meditron.errors import ModelError
+
+# MEDITRON.md §3.4: Megatron's SentencePiece tokenizer adds these after Llama's 32,000 tokens,
+# the five Megatron specials first (ids 32000-32004), then the 12 S2ORC tags -> 32,017.
+MEGATRON_SPECIALS = ["<CLS>", "<SEP>", "<EOD>", "<MASK>", "<PAD>"]
+S2ORC_TAGS = ["[bib_ref]", "[/bib_ref]", "[fig_ref]", "[/fig_ref]", "[bib]", "[/bib]",
+              "[fig]", "[/fig]", "[table]", "[/table]", "[formula]", "[/formula]"]
+CHAT_TOKENS = ["<|im_start|>", "<|im_end|>"]
+
+
+def meditron_home() -> Path:
+    """Cache root for converted models and tokenizers (MEDITRON_HOME, default ~/.cache/meditron)."""
+    return Path(os.environ.get("MEDITRON_HOME", Path.home() / ".cache" / "meditron"))
+
+
+def package_file(package: str, *parts: str) -> Path | None:
+    """A data file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]).joinpath(*parts)
+    return path if path.exists() else None
+
+
+class Tokenizer:
+    """A fast tokenizer plus the model-facing settings."""
+
+    def __init__(self, backend, settings: dict[str, Any] | None = None):
+        self.backend = backend
+        s = settings or {}
+        self.bos_token: str | None = s.get("bos_token")
+        self.eos_token: str | None = s.get("eos_token")
+        self.pad_token: str | None = s.get("pad_token")
+        self.add_bos: bool = bool(s.get("add_bos_token", False))
+        self.chat_template: str | None = s.get("chat_template")
+
+    # -- ids ------------------------------------------------------------------------------------
+    def token_to_id(self, token: str | None) -> int | None:
+        return None if token is None else self.backend.token_to_id(token)
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.token_to_id(self.bos_token)
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.token_to_id(self.eos_token)
+
+    @property
+    def pad_id(self) -> int | None:
+        pad = self.token_to_id(self.pad_token)
+        return pad if pad is not None else self.eos_id
+
+    @property
+    def eod_id(self) -> int | None:
+        """The document separator for pretraining: MEDITRON's <EOD> when added, else EOS."""
+        eod = self.token_to_id("<EOD>")
+        return eod if eod is not None else self.eos_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    # -- text ---------------------------------------------------------------------------------
+    def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
+        ids = self.backend.encode(text, add_special_tokens=False).ids
+        return self._with_bos(ids, add_bos)
+
+    def encode_batch(self, texts: list[str], add_bos: bool | None = None) -> list[list[int]]:
+        return [self._with_bos(e.ids, add_bos) for e in self.backend.encode_batch(texts, add_special_tokens=False)]
+
+    def _with_bos(self, ids: list[int], add_bos: bool | None) -> list[int]:
+        add = self.add_bos if add_bos is None else add_bos
+        if add and self.bos_id is not None:
+            return [self.bos_id, *ids]
+        return list(ids)
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """Render a conversation with the model's own chat template (Jinja, as transformers does)."""
+        if not self.chat_template:
+            raise ModelError("this tokenizer has no chat template; use --prompt-style meditron or chatml instead")
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message):
+            raise ModelError(f"chat template error: {message}")
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        return env.from_string(self.chat_template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt,
+            bos_token=self.bos_token or "", eos_token=self.eos_token or "",
+        )
+
+    # -- added tokens -------------------------------------------------------------------------
+    def add_special_tokens(self, tokens: list[str]) -> int:
+        """Add tokens (kept whole, never split) in order; returns how many were new."""
+        from tokenizers import AddedToken
+
+        new = [t for t in tokens if self.backend.token_to_id(t) is None]
+        if new:
+            self.backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
+        return len(new)
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, folder: str | os.PathLike) -> None:
+        """Write tokenizer.json and tokenizer_config.json (readable by transformers' AutoTokenizer)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.backend.save(str(folder / "tokenizer.json"))
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": self.bos_token, "eos_token": self.eos_token, "pad_token": self.pad_token,
+            "add_bos_token": self.add_bos, "add_eos_token": False, "clean_up_tokenization_spaces": False,
+            "model_max_length": 1_000_000,
+        }
+        if self.chat_template:
+            config["chat_template"] = self.chat_template
+        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+
+
+def add_meditron_tokens(tok: Tokenizer) -> Tokenizer:
+    """MEDITRON's pretraining vocabulary: Llama-2 + Megatron specials + S2ORC tags (32,017 tokens)."""
+    tok.add_special_tokens(MEGATRON_SPECIALS + S2ORC_TAGS)
+    return tok
+
+
+def add_chat_tokens(tok: Tokenizer) -> Tokenizer:
+    """The ChatML markers MEDITRON's fine-tuning added (<|im_start|>, <|im_end|>)."""
+    tok.add_special_tokens(CHAT_TOKENS)
+    return tok
+
+
+# -- loading --------------------------------------------------------------------------------------
+def load_tokenizer(ref: str | os.PathLike) -> Tokenizer:
+    """A folder (tokenizer.json or tokenizer.model), a tokenizer file, or the alias `llama-2`."""
+    if str(ref) == "llama-2":
+        return llama2_tokenizer()
+    path = Path(ref)
+    if path.is_dir():
+        if (path / "tokenizer.json").is_file():
+            return _from_tokenizer_json(path / "tokenizer.json", _read_settings(path))
+        if (path / "tokenizer.model").is_file():
+            return _from_sentencepiece(path / "tokenizer.model", _read_settings(path))
+        raise ModelError(f"{path} has neither tokenizer.json nor tokenizer.model")
+    if path.is_file():
+        if path.suffix == ".json":
+            return _from_tokenizer_json(path, _read_settings(path.parent))
+        if path.suffix == ".gguf":
+            return tokenizer_from_gguf(path)
+        return _from_sentencepiece(path, _read_settings(path.parent))
+    raise ModelError(f"tokenizer {ref!r} not found; pass a folder with tokenizer.json/tokenizer.model or 'llama-2'")
+
+
+def _read_settings(folder: Path) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    cfg = folder / "tokenizer_config.json"
+    if cfg.is_file():
+        raw = json.loads(cfg.read_text())
+        for key in ("bos_token", "eos_token", "pad_token"):
+            value = raw.get(key)
+            settings[key] = value.get("content") if isinstance(value, dict) else value
+        settings["add_bos_token"] = raw.get("add_bos_token", False)
+        settings["chat_template"] = raw.get("chat_template")
+    template = folder / "chat_template.jinja"
+    if template.is_file() and not settings.get("chat_template"):
+        settings["chat_template"] = template.read_text()
+    special = folder / "special_tokens_map.json"
+    if special.is_file():
+        for key, value in json.loads(special.read_text()).items():
+            if key in ("bos_token", "eos_token", "pad_token") and not settings.get(key):
+                settings[key] = value.get("content") if isinstance(value, dict) else value
+    return settings
+
+
+def _from_tokenizer_json(path: Path, settings: dict[str, Any]) -> Tokenizer:
+    from tokenizers import Tokenizer as Backend
+
+    try:
+        return Tokenizer(Backend.from_file(str(path)), settings)
+    except Exception as e:  # tokenizers raises a bare Exception on bad files
+        raise ModelError(f"cannot read {path}: {e}") from None
+
+
+def _from_sentencepiece(path: Path, settings: dict[str, Any]) -> Tokenizer:
+    """Convert a Llama-style SentencePiece model to a fast tokenizer (via transformers)."""
+    import tempfile
+
+    from transformers import LlamaTokenizer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(path, Path(tmp) / "tokenizer.model")
+        try:
+            hf = LlamaTokenizer.from_pretrained(tmp, add_bos_token=True, legacy=True)
+        except Exception as e:
+            raise ModelError(f"cannot read SentencePiece model {path}: {e}") from None
+    if hf.backend_tokenizer.get_vocab_size() < 100:
+        raise ModelError(f"{path} converted to an empty vocabulary; is it a SentencePiece model?")
+    defaults = {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True}
+    return Tokenizer(hf.backend_tokenizer, {**defaults, **{k: v for k, v in settings.items() if v is not None}})
+
+
+def llama2_tokenizer() -> Tokenizer:
+    """Llama-2's 32,000-token SentencePiece vocabulary, shipped offline inside `mistral-common`."""
+    cached = meditron_home() / "tokenizers" / "llama-2"
+    if (cached / "tokenizer.json").is_file():
+        return load_tokenizer(cached)
+    source = package_file("mistral_common", "data", "tokenizer.model.v1")
+    if source is None:
+        raise ModelError("the Llama-2 tokenizer comes from the mistral-common package: pip install --no-deps mistral-common")
+    tok = _from_sentencepiece(source, {})
+    tok.save(cached)
+    return tok
+
+
+# GGUF pre-tokenizer names whose splitting transformers' converter does not reproduce.
+_DIGIT_SPLIT_PRETOKENIZERS = {"smollm"}
+
+
+def tokenizer_from_gguf(path: str | os.PathLike) -> Tokenizer:
+    """The tokenizer described by a GGUF file's metadata (vocabulary, merges, specials, template)."""
+    from tokenizers import pre_tokenizers
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    backend = hf.backend_tokenizer
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    pre = reader.fields.get("tokenizer.ggml.pre")
+    if pre is not None and pre.contents() in _DIGIT_SPLIT_PRETOKENIZERS:
+        # llama.cpp's "smollm" splits every digit, as SmolLM's own tokenizer.json does.
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ])
+    add_bos = reader.fields.get("tokenizer.ggml.add_bos_token")
+    settings = {
+        "bos_token": hf.bos_token, "eos_token": hf.eos_token, "pad_token": hf.pad_token,
+        "add_bos_token": bool(add_bos.contents()) if add_bos is not None else False,
+        "chat_template": hf.chat_template,
+    }
+    return Tokenizer(backend, settings)
