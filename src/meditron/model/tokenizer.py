@@ -80,10 +80,13 @@ class Tokenizer:
 
     # -- text ---------------------------------------------------------------------------------
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
-        ids = self.backend.encode(text, add_special_tokens=False).ids
-        return self._with_bos(ids, add_bos)
+        if isinstance(self.backend, SentencePieceBackend):
+            return self._with_bos(self.backend.encode_ids(text), add_bos)
+        return self._with_bos(self.backend.encode(text, add_special_tokens=False).ids, add_bos)
 
     def encode_batch(self, texts: list[str], add_bos: bool | None = None) -> list[list[int]]:
+        if isinstance(self.backend, SentencePieceBackend):
+            return [self.encode(t, add_bos) for t in texts]
         return [self._with_bos(e.ids, add_bos) for e in self.backend.encode_batch(texts, add_special_tokens=False)]
 
     def _with_bos(self, ids: list[int], add_bos: bool | None) -> list[int]:
@@ -114,10 +117,12 @@ class Tokenizer:
     # -- added tokens -------------------------------------------------------------------------
     def add_special_tokens(self, tokens: list[str]) -> int:
         """Add tokens (kept whole, never split) in order; returns how many were new."""
-        from tokenizers import AddedToken
-
         new = [t for t in tokens if self.backend.token_to_id(t) is None]
-        if new:
+        if new and isinstance(self.backend, SentencePieceBackend):
+            self.backend.add_special_tokens(new)
+        elif new:
+            from tokenizers import AddedToken
+
             self.backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in new])
         return len(new)
 
@@ -127,8 +132,9 @@ class Tokenizer:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.backend.save(str(folder / "tokenizer.json"))
+        sentencepiece = isinstance(self.backend, SentencePieceBackend)
         config = {
-            "tokenizer_class": "PreTrainedTokenizerFast",
+            "tokenizer_class": "LlamaTokenizer" if sentencepiece else "PreTrainedTokenizerFast",
             "bos_token": self.bos_token, "eos_token": self.eos_token, "pad_token": self.pad_token,
             "add_bos_token": self.add_bos, "add_eos_token": False, "clean_up_tokenization_spaces": False,
             "model_max_length": 1_000_000,
@@ -201,35 +207,98 @@ def _from_tokenizer_json(path: Path, settings: dict[str, Any]) -> Tokenizer:
         raise ModelError(f"cannot read {path}: {e}") from None
 
 
+class SentencePieceBackend:
+    """SentencePiece itself behind the small interface `Tokenizer` uses from `tokenizers`.
+
+    Megatron (and so MEDITRON) tokenised with SentencePiece; the fast-tokenizer conversion
+    differs from it on runs of spaces, so Llama-style `tokenizer.model` files are used as is.
+    Added tokens are matched whole in the text first, then the pieces between them are encoded.
+    """
+
+    def __init__(self, model_file: Path, added: list[str] | None = None):
+        import sentencepiece as spm
+
+        self.model_file = Path(model_file)
+        self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        self.added: list[str] = []
+        self._split = None
+        for token in added or []:
+            self._add(token)
+
+    def _add(self, token: str) -> None:
+        import re
+
+        self.added.append(token)
+        pattern = "|".join(re.escape(t) for t in sorted(self.added, key=len, reverse=True))
+        self._split = re.compile(f"({pattern})")
+
+    def token_to_id(self, token: str) -> int | None:
+        if token in self.added:
+            return self.sp.get_piece_size() + self.added.index(token)
+        i = self.sp.piece_to_id(token)
+        return i if i != self.sp.unk_id() or token == self.sp.id_to_piece(self.sp.unk_id()) else None
+
+    def get_vocab_size(self, with_added_tokens: bool = True) -> int:
+        return self.sp.get_piece_size() + (len(self.added) if with_added_tokens else 0)
+
+    def encode_ids(self, text: str) -> list[int]:
+        if not self._split:
+            return self.sp.encode(text)
+        ids: list[int] = []
+        for i, part in enumerate(self._split.split(text)):
+            if i % 2:
+                ids.append(self.token_to_id(part))
+            elif part:
+                ids.extend(self.sp.encode(part))
+        return ids
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        base = self.sp.get_piece_size()
+        text, run = [], []
+        for i in ids:
+            if i < base:
+                run.append(i)
+                continue
+            text.append(self.sp.decode(run))
+            run = []
+            if not skip_special_tokens:
+                text.append(self.added[i - base])
+        text.append(self.sp.decode(run))
+        return "".join(text)
+
+    def add_special_tokens(self, tokens) -> None:
+        for t in tokens:
+            self._add(getattr(t, "content", t))
+
+    def save(self, path: str) -> None:
+        """Saved as the original tokenizer.model plus added_tokens.json beside it."""
+        folder = Path(path).parent
+        shutil.copy(self.model_file, folder / "tokenizer.model")
+        (folder / "added_tokens.json").write_text(
+            json.dumps({t: self.sp.get_piece_size() + i for i, t in enumerate(self.added)}, indent=2)
+        )
+
+
 def _from_sentencepiece(path: Path, settings: dict[str, Any]) -> Tokenizer:
-    """Convert a Llama-style SentencePiece model to a fast tokenizer (via transformers)."""
-    import tempfile
-
-    from transformers import LlamaTokenizer
-
-    with tempfile.TemporaryDirectory() as tmp:
-        shutil.copy(path, Path(tmp) / "tokenizer.model")
-        try:
-            hf = LlamaTokenizer.from_pretrained(tmp, add_bos_token=True, legacy=True)
-        except Exception as e:
-            raise ModelError(f"cannot read SentencePiece model {path}: {e}") from None
-    if hf.backend_tokenizer.get_vocab_size() < 100:
-        raise ModelError(f"{path} converted to an empty vocabulary; is it a SentencePiece model?")
+    """A Llama-style SentencePiece model (BOS/EOS <s>/</s>, BOS prepended by default)."""
+    added_file = path.parent / "added_tokens.json"
+    added = []
+    if added_file.is_file():
+        added = [t for t, _ in sorted(json.loads(added_file.read_text()).items(), key=lambda kv: kv[1])]
+    try:
+        backend = SentencePieceBackend(path, added)
+    except (RuntimeError, OSError) as e:
+        raise ModelError(f"cannot read SentencePiece model {path}: {e}") from None
     defaults = {"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": True}
-    return Tokenizer(hf.backend_tokenizer, {**defaults, **{k: v for k, v in settings.items() if v is not None}})
+    return Tokenizer(backend, {**defaults, **{k: v for k, v in settings.items() if v is not None}})
 
 
 def llama2_tokenizer() -> Tokenizer:
     """Llama-2's 32,000-token SentencePiece vocabulary, shipped offline inside `mistral-common`."""
-    cached = meditron_home() / "tokenizers" / "llama-2"
-    if (cached / "tokenizer.json").is_file():
-        return load_tokenizer(cached)
     source = package_file("mistral_common", "data", "tokenizer.model.v1")
     if source is None:
         raise ModelError("the Llama-2 tokenizer comes from the mistral-common package: pip install --no-deps mistral-common")
-    tok = _from_sentencepiece(source, {})
-    tok.save(cached)
-    return tok
+    return _from_sentencepiece(source, {})
 
 
 # GGUF pre-tokenizer names whose splitting transformers' converter does not reproduce.
