@@ -1,6 +1,21 @@
-"""The model and its weights: knows nothing of data, training or parallelism."""
+"""The model and its weights: knows nothing of data, training or parallelism.
 
-from meditron.model.config import ModelConfig, preset
-from meditron.model.llama import Transformer
+Names are imported lazily so that `meditron.model.tokenizer` (used by the corpus builder and its
+worker processes) does not pay for importing torch.
+"""
 
-__all__ = ["ModelConfig", "Transformer", "preset"]
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {"ModelConfig": "meditron.model.config", "preset": "meditron.model.config",
+            "Transformer": "meditron.model.llama"}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'meditron.model' has no attribute {name!r}")
+
+
+__all__ = list(_EXPORTS)

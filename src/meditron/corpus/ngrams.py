@@ -1,0 +1,60 @@
+"""Stable word and n-gram hashing shared by dedup and decontamination.
+
+Words are lower-cased runs of letters and digits (`\\w+`, Unicode aware), so punctuation and
+case differences never hide an overlap. A word hashes to a stable 64-bit value (xxh64, never
+Python's salted `hash`); an n-gram hash is a polynomial combination of its word hashes,
+computed for all positions at once with numpy (uint64 arithmetic wraps, which is what we want).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import xxhash
+
+WORD_RE = re.compile(r"\w+", re.UNICODE)
+_P = np.uint64(0x100000001B3)          # FNV prime: odd, large
+_cache: dict[str, int] = {}
+
+
+def words(text: str) -> list[str]:
+    return WORD_RE.findall(text.lower())
+
+
+def word_hashes(text: str) -> np.ndarray:
+    """uint64 hash of each word of `text`."""
+    cache = _cache
+    ws = WORD_RE.findall(text.lower())
+    try:
+        return np.fromiter((cache[w] for w in ws), dtype=np.uint64, count=len(ws))
+    except KeyError:
+        if len(cache) > 2_000_000:      # bound memory on huge vocabularies
+            cache.clear()
+        for w in ws:
+            if w not in cache:
+                cache[w] = xxhash.xxh64_intdigest(w.encode("utf-8"))
+        return np.fromiter((cache[w] for w in ws), dtype=np.uint64, count=len(ws))
+
+
+def ngram_hashes(wh: np.ndarray, n: int) -> np.ndarray:
+    """Hashes of all n-grams of a word-hash array (empty if fewer than n words)."""
+    m = wh.size - n + 1
+    if m <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        h = np.zeros(m, dtype=np.uint64)
+        for j in range(n):
+            h = h * _P + wh[j:j + m]
+        # final avalanche (splitmix64 finaliser) so nearby n-grams spread over the range
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+    return h
+
+
+def whole_hash(wh: np.ndarray) -> int:
+    """Hash of a whole (short) word sequence, equal to `ngram_hashes(wh, len(wh))[0]`."""
+    return int(ngram_hashes(wh, wh.size)[0]) if wh.size else 0
