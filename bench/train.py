@@ -1,0 +1,226 @@
+"""Training throughput and memory: meditron vs Hugging Face `Trainer`, continuing SmolLM2-135M on CPU.
+
+    PYTHONPATH=src python bench/train.py [--steps 5] [--batch 4] [--seq 512]
+
+Same weights (the embedded SmolLM2-135M-Instruct, as a Hugging Face folder for transformers), same
+batch × sequence, fp32, AdamW (0.9, 0.95, eps 1e-5, wd 0.1), clip 1.0, same CPU, same run. Each
+trainer runs in its own subprocess so its peak RSS is its own; each times a 1024³ fp32 matmul just
+before training, so its throughput can be read as a fraction of the machine's fp32 peak at that
+moment. Reported: median tokens/s over the steps after the first, peak RSS. Appends to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def matmul_peak(n: int = 1024, repeats: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best
+
+
+def flops_per_token(seq: int) -> float:
+    from meditron.model.config import preset
+    from meditron.train.metrics import flops_per_token as fpt
+
+    return fpt(preset("smollm2-135m"), seq)
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+# -- the two trainers, each run as `bench/train.py --child NAME` --------------------------------------
+def child_meditron(args) -> dict:
+    from meditron.train.config import load_train_config
+    from meditron.train.loop import Trainer
+
+    out = Path(tempfile.mkdtemp(prefix="bench-meditron-"))
+    cfg = load_train_config(REPO / "configs" / "nano.yaml", [
+        f"train.steps={args.steps}", f"train.seq_len={args.seq}", f"train.micro_batch={args.batch}",
+        f"train.global_batch={args.batch}", "data.valid_fraction=0", "eval.interval=0",
+        "checkpoint.interval=0", "checkpoint.save_final=false", "log.tensorboard=false", "log.progress=false",
+        f"parallel.activation_checkpoint={args.ac}", "optim.warmup_steps=1", "optim.schedule_factor=1",
+        f"log.peak_flops={args.peak}",
+    ])
+    trainer = Trainer(cfg, out)
+    peak = matmul_peak()
+    trainer.run()
+    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    shutil.rmtree(out, ignore_errors=True)
+    times = [r["step_time_s"] for r in rows if "step_time_s" in r][1:]
+    return {"step_times": times, "peak_flops": peak, "loss": [r["loss"] for r in rows if "loss" in r]}
+
+
+def child_hf(args) -> dict:
+    import numpy as np
+    import torch
+    from transformers import LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
+
+    from meditron.model.hub import resolve
+
+    model = LlamaForCausalLM.from_pretrained(resolve("smollm2-135m"), dtype=torch.float32)
+    rng = np.random.default_rng(0)
+    n = args.batch * args.steps
+    ids = rng.integers(8, 49152, size=(n, args.seq))
+    data = [{"input_ids": torch.tensor(r), "labels": torch.tensor(r)} for r in ids]
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            times.append(time.perf_counter() - self.t0)
+
+    targs = TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="bench-hf-"), per_device_train_batch_size=args.batch,
+        max_steps=args.steps, learning_rate=3e-4, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95,
+        adam_epsilon=1e-5, max_grad_norm=1.0, lr_scheduler_type="cosine", warmup_steps=1, logging_steps=1,
+        save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0, disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=targs, train_dataset=data, callbacks=[Clock()])
+    peak = matmul_peak()
+    trainer.train()
+    shutil.rmtree(targs.output_dir, ignore_errors=True)
+    loss = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    return {"step_times": times[1:], "peak_flops": peak, "loss": loss, "optim": str(targs.optim)}
+
+
+def child_cmd(name: str, args, extra: list[str], core: int | None) -> tuple[list[str], dict]:
+    cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--batch", str(args.batch),
+           "--seq", str(args.seq), *extra]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    if core is not None:  # one core, one thread each: both trainers see the same share of a shared machine
+        cmd = ["taskset", "-c", str(core), *cmd]
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return cmd, env
+
+
+def run_children(jobs: list[tuple[str, list[str]]], args) -> list[dict]:
+    """Run the trainers one after the other, or (--pair) side by side, each pinned to its own core."""
+    results = []
+    if args.pair:
+        procs = []
+        for i, (name, extra) in enumerate(jobs):
+            cmd, env = child_cmd(name, args, extra, i % (os.cpu_count() or 1))
+            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+        outs = [p.communicate(timeout=args.timeout) for p in procs]
+        for (name, _), p, (out, err) in zip(jobs, procs, outs):
+            if p.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{err[-3000:]}")
+            results.append(json.loads(out.strip().splitlines()[-1]))
+        return results
+    for name, extra in jobs:
+        cmd, env = child_cmd(name, args, extra, None)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
+        if proc.returncode != 0:
+            raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--seq", type=int, default=512)
+    ap.add_argument("--ac", default="none", help="child option: activation checkpointing of meditron")
+    ap.add_argument("--peak", type=float, default=190e9, help="child option: stated CPU peak for the MFU column")
+    ap.add_argument("--variants", default="none,full", help="meditron activation-checkpointing variants to run")
+    ap.add_argument("--timeout", type=int, default=3600)
+    ap.add_argument("--child")
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--pair", action="store_true",
+                    help="run each meditron variant at the same time as an HF Trainer run, each pinned to one core "
+                         "with one thread (fair on a machine other jobs share)")
+    args = ap.parse_args()
+    if args.child:
+        res = child_meditron(args) if args.child == "meditron" else child_hf(args)
+        res["peak_rss_gb"] = peak_rss_gb()
+        print(json.dumps(res))
+        return
+
+    from meditron.model.hub import resolve
+
+    resolve("smollm2-135m")  # convert the embedded GGUF once, outside any measurement
+    tokens = args.batch * args.seq
+    fpt = flops_per_token(args.seq)
+    load = os.getloadavg()[0]
+    rows = []
+    variants = args.variants.split(",")
+    if args.pair:  # each meditron variant side by side with its own HF Trainer run
+        groups = [[("meditron", ["--ac", v]), ("hf", [])] for v in variants]
+    else:
+        groups = [[("meditron", ["--ac", v]) for v in variants] + [("hf", [])]]
+    for group in groups:
+        res = run_children(group, args)
+        named = {(f"meditron (ac={extra[1]})" if name == "meditron" else "HF Trainer"): r
+                 for (name, extra), r in zip(group, res)}
+        hf = named["HF Trainer"]
+        hf_tps = tokens / statistics.median(hf["step_times"])
+        for name, r in named.items():
+            tps = tokens / statistics.median(r["step_times"])
+            rows.append((name, tps, tps * fpt / r["peak_flops"], r["peak_flops"] / 1e9, r["peak_rss_gb"],
+                         tps / hf_tps, r["peak_rss_gb"] / hf["peak_rss_gb"]))
+    header = "| trainer | tokens/s | fraction of fp32 matmul peak | matmul peak GFLOP/s | peak RSS GB | tok/s vs HF | RSS vs HF |"
+    lines = [header, "|---|---|---|---|---|---|---|"]
+    for name, tps, frac, pk, rss, r_tps, r_rss in rows:
+        lines.append(f"| {name} | {tps:.1f} | {frac:.0%} | {pk:.0f} | {rss:.2f} | {r_tps:.2f}× | {r_rss:.2f}× |")
+    table = "\n".join(lines)
+    print(table)
+    if args.no_write:
+        return
+    cmd = "PYTHONPATH=src python bench/train.py " + " ".join(sys.argv[1:])
+    entry = (
+        f"\n## Training throughput: meditron vs HF Trainer (SmolLM2-135M, fp32, CPU)\n\n"
+        f"- command: `{cmd.strip()}`\n- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
+        f"- machine: {cpu_name()}, {os.cpu_count()} cores, load average {load:.1f} at start "
+        f"(shared machine: other jobs ran alongside)\n"
+        f"- workload: batch {args.batch} × {args.seq} tokens, AdamW, clip 1.0, {args.steps} steps, median of steps 2+; "
+        f"FLOPs/token {fpt / 1e6:.0f}M (6N + attention); each trainer in its own subprocess (peak RSS includes loading)\n"
+        f"- mode: {'side by side, each pinned to one core with one thread; HF row repeated per pair' if args.pair else 'one after the other, all cores'}; "
+        f"the matmul peak is a 1024³ fp32 matmul timed in each trainer's process just before it trains\n\n"
+        f"{table}\n"
+    )
+    path = REPO / "BENCHMARKS.md"
+    if not path.exists():
+        path.write_text("# Benchmarks\n")
+    with open(path, "a") as f:
+        f.write(entry)
+
+
+if __name__ == "__main__":
+    main()

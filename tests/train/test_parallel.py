@@ -1,0 +1,40 @@
+"""dp, tp, pp and dp×tp layouts compute the single-process losses; a dp2×tp2 checkpoint resumes at dp4."""
+
+from __future__ import annotations
+
+
+import pytest
+
+from train_helpers import losses, run_train
+
+pytestmark = [pytest.mark.distributed, pytest.mark.timeout(300)]
+
+THREE = ["train.steps=3", "optim.schedule_steps=10"]  # same LR schedule as the 10-step reference
+
+
+def assert_close(got: dict[int, float], want: dict[int, float], steps, rel=1e-5):
+    for s in steps:
+        assert got[s] == pytest.approx(want[s], rel=rel), f"step {s}: {got[s]} vs {want[s]}"
+
+
+@pytest.mark.parametrize("layout", [["parallel.dp=2"], ["parallel.tp=2"],
+                                    ["parallel.pp=2", "parallel.pp_schedule=1f1b"]],
+                         ids=["dp2", "tp2", "pp2"])
+def test_two_process_layouts_match_single_process(baseline, tmp_path, layout):
+    run_train(tmp_path, layout + THREE + ["checkpoint.save_final=false"], nproc=2)
+    assert_close(losses(tmp_path), losses(baseline), [1, 2, 3])
+
+
+def test_dp2_tp2_matches_and_reshards_to_dp4(baseline, tmp_path):
+    run_train(tmp_path, ["parallel.dp=2", "parallel.tp=2", "checkpoint.interval=2", "checkpoint.save_final=false"]
+              + THREE, nproc=4)
+    want = losses(baseline)
+    assert_close(losses(tmp_path), want, [1, 2, 3])
+    # resume the dp2×tp2 checkpoint of step 2 with a different layout: dp4
+    ckpts = sorted((tmp_path / "checkpoints").iterdir())
+    assert [c.name for c in ckpts] == ["step_00000002"]
+    (tmp_path / "metrics.jsonl").write_text("")
+    run_train(tmp_path, ["parallel.dp=4", "checkpoint.save_final=false"] + THREE, nproc=4)
+    got = losses(tmp_path)
+    assert sorted(got) == [3]  # only step 3 was run again
+    assert_close(got, want, [3])

@@ -1,0 +1,135 @@
+"""In-process runs of the tiny recipe: non-finite steps, rollback, SFT + LoRA, export, plot, config errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from meditron.cli import main as cli_main
+from meditron.errors import ConfigError
+from meditron.train.config import load_train_config
+from meditron.train.loop import Trainer, train
+from train_helpers import TINY, losses
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def rows(out):
+    return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if l.strip()]
+
+
+def test_non_finite_step_is_skipped_counted_and_logged(tmp_path):
+    cfg = load_train_config(TINY, ["train.steps=4", "failures.inject_nan_steps=[3]", "checkpoint.interval=0",
+                                   "eval.interval=0", "checkpoint.save_final=false"])
+    trainer = Trainer(cfg, tmp_path)
+    trainer.run()
+    r = {x["step"]: x for x in rows(tmp_path) if "loss" in x}
+    assert r[3]["skipped"] and not math.isfinite(r[3]["loss"]) and r[3]["n_skipped"] == 1
+    assert not r[4]["skipped"] and math.isfinite(r[4]["loss"]) and r[4]["n_skipped"] == 1
+    assert set(r[1]) >= {"step", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "memory_gb"}
+
+
+def test_consecutive_non_finite_steps_roll_back_to_the_checkpoint(tmp_path):
+    cfg = load_train_config(TINY, ["train.steps=5", "failures.inject_nan_steps=[3,4]",
+                                   "failures.max_consecutive_skips=2", "checkpoint.interval=2",
+                                   "eval.interval=0", "checkpoint.save_final=false"])
+    trainer = Trainer(cfg, tmp_path)
+    trainer.run()
+    r = {x["step"]: x for x in rows(tmp_path) if "loss" in x}
+    assert r[4]["rollback_to"] == 2 and r[5]["n_skipped"] == 2 and not r[5]["skipped"]
+    # no checkpoint to go back to: a one-line error naming the fix
+    cfg = load_train_config(TINY, ["train.steps=3", "failures.inject_nan_steps=[1,2]",
+                                   "failures.max_consecutive_skips=2", "checkpoint.interval=0"])
+    with pytest.raises(Exception, match="no checkpoint to roll back to"):
+        Trainer(cfg, tmp_path / "b").run()
+
+
+def test_export_loads_in_transformers_with_the_trained_logits(baseline, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from meditron.train.checkpoint import load_checkpoint_model
+
+    assert cli_main(["export", str(baseline), str(tmp_path / "hf")]) == 0
+    ours, meta, ckpt = load_checkpoint_model(baseline)
+    assert ckpt.name == "step_00000010"
+    hf = AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32).eval()
+    tokens = torch.randint(8, 200, (2, 48), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = ours(tokens)
+        b = hf(tokens).logits
+    assert (a - b).abs().max().item() <= 1e-4
+    # and they are the trained weights, not the initial ones
+    from meditron.model.config import preset
+    from meditron.model.llama import Transformer
+
+    init = Transformer(preset("tiny-gqa", max_seq_len=256))
+    init.init_weights(0)
+    assert not torch.allclose(init.layers["0"].attention.wq.weight, ours.layers["0"].attention.wq.weight)
+
+
+def test_sft_with_lora_trains_adapters_only_and_exports_merged(tmp_path):
+    cfg = load_train_config(TINY, ["data.mode=sft", "train.steps=3", "optim.lr=1e-2", "lora.enabled=true",
+                                   "lora.r=4", "eval.interval=0"])
+    trainer = Trainer(cfg, tmp_path)
+    before = {n: p.detach().clone() for n, p in trainer.pm.model.named_parameters()}
+    trainer.run()
+    after = dict(trainer.pm.model.named_parameters())
+    changed = [n for n in before if not torch.equal(before[n], after[n].detach())]
+    assert changed and all("lora_" in n for n in changed)
+    r = rows(tmp_path)
+    assert all(math.isfinite(x["loss"]) for x in r if "loss" in x)
+    assert cli_main(["export", str(tmp_path), str(tmp_path / "hf")]) == 0
+    from meditron.model.weights import load_hf_folder
+
+    merged = load_hf_folder(tmp_path / "hf")
+    base = trainer.pm.model.layers["0"].attention.wq.base_layer.weight
+    assert not torch.allclose(merged.layers["0"].attention.wq.weight, base)  # the adapter was folded in
+
+
+def test_sft_full_finetune_loss_counts_answer_tokens_only(tmp_path):
+    cfg = load_train_config(TINY, ["data.mode=sft", "train.steps=2", "eval.interval=0", "checkpoint.save_final=false"])
+    trainer = Trainer(cfg, tmp_path)
+    batches, scale, _ = trainer._micro_batches(0)
+    n_answer = sum(int((t != -100).sum()) for _, t in batches)
+    assert scale == pytest.approx(1.0 / n_answer)
+    for tok, tgt in batches:
+        assert tok.shape[1] % 16 == 0
+    trainer.run()
+    assert len(losses(tmp_path)) == 2
+
+
+def test_plot_and_bad_config_key(baseline, tmp_path, capsys):
+    assert cli_main(["plot", str(baseline), "--out", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 1000
+    assert cli_main(["train", str(TINY), "--set", "optim.lrr=1", "--out", str(tmp_path / "x")]) == 2
+    assert "optim.lrr" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="train.global_batch"):
+        load_train_config(TINY, ["parallel.dp=3"])
+    with pytest.raises(ConfigError, match="torchrun --nproc_per_node=2"):
+        train(load_train_config(TINY, ["parallel.tp=2"]), tmp_path / "y")
+
+
+def test_finetune_starts_from_a_pretraining_checkpoint(baseline, tmp_path):
+    from meditron.train.checkpoint import load_checkpoint_model
+
+    cfg = load_train_config(TINY, ["data.mode=sft", "train.steps=1", f"checkpoint.init_from={baseline}",
+                                   "eval.interval=0", "checkpoint.save_final=false"])
+    trainer = Trainer(cfg, tmp_path)
+    trained, _, _ = load_checkpoint_model(baseline)
+    start = dict(trainer.pm.model.named_parameters())
+    for name, p in trained.named_parameters():
+        assert torch.equal(p, start[name].detach()), name
+    assert trainer.step == 0
+
+
+@pytest.mark.parametrize("mode", ["full", "selective"])
+def test_activation_checkpointing_keeps_the_losses(baseline, tmp_path, mode):
+    out = tmp_path / mode
+    train(load_train_config(TINY, ["train.steps=2", "optim.schedule_steps=10", f"parallel.activation_checkpoint={mode}",
+                                   "checkpoint.save_final=false", "eval.interval=0"]), out)
+    got, want = losses(out), losses(baseline)
+    for s in (1, 2):
+        assert got[s] == pytest.approx(want[s], rel=1e-6)
