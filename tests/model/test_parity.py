@@ -62,4 +62,5 @@ def test_fused_projections_give_the_same_logits():
         model.fuse_projections()
         after = model(tokens)
     assert sorted(model.state_dict()) == names
-    assert torch.equal(before, after)
+    # The inference layout changes only the order of float sums (fused and few-row matmuls).
+    assert (before - after).abs().max().item() <= 1e-5

@@ -61,6 +61,17 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+def few_rows_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """x @ weight.T (+ bias). For a few rows on CPU it is computed as (weight @ x.T).T: MKL runs that
+    1.5-4x faster than its small-M GEMM (measured at 8 rows: 11.5 ms vs 45 ms for SmolLM2's LM head),
+    which is what decoding and scoring do at every step."""
+    rows = x.numel() // x.shape[-1]
+    if x.device.type != "cpu" or rows > 64 or rows == 1:
+        return F.linear(x, weight, bias)
+    out = (weight @ x.reshape(rows, -1).T).T.reshape(*x.shape[:-1], weight.shape[0])
+    return out if bias is None else out + bias
+
+
 def _fuse_linears(*linears: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Concatenate the weights (and biases) of linears with the same input; re-point each
     linear's parameters at its slice so no memory is duplicated and state dicts are unchanged."""
@@ -113,7 +124,7 @@ class Attention(nn.Module):
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self._fused is not None and self._fused[0].data_ptr() == self.wq.weight.data_ptr():
-            qkv = F.linear(x, *self._fused)
+            qkv = few_rows_linear(x, *self._fused)
             return qkv.split([self.wq.out_features, self.wk.out_features, self.wv.out_features], dim=-1)
         return self.wq(x), self.wk(x), self.wv(x)
 
@@ -138,7 +149,8 @@ class Attention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
-        return self.wo(out.transpose(1, 2).reshape(B, T, -1))
+        out = out.transpose(1, 2).reshape(B, T, -1)
+        return few_rows_linear(out, self.wo.weight) if self._fused is not None else self.wo(out)
 
 
 class FeedForward(nn.Module):
@@ -157,8 +169,8 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._fused is not None and self._fused[0].data_ptr() == self.w1.weight.data_ptr():
-            gate, up = F.linear(x, *self._fused).chunk(2, dim=-1)
-            return self.w2(F.silu(gate) * up)
+            gate, up = few_rows_linear(x, *self._fused).chunk(2, dim=-1)
+            return few_rows_linear(F.silu(gate) * up, self.w2.weight)
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
@@ -261,6 +273,8 @@ class Transformer(nn.Module):
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Project final hidden states to vocabulary logits (only where they are needed)."""
+        if isinstance(self.output.weight, torch.nn.Parameter) and type(self.output.weight.data) is torch.Tensor:
+            return few_rows_linear(hidden, self.output.weight)
         return self.output(hidden)
 
     @property
