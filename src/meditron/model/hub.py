@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -101,7 +100,3 @@ def check_vocab(model: Transformer, tok: Tokenizer) -> None:
             "resize the embeddings (meditron.model.weights.resize_embeddings) or use the model's own tokenizer"
         )
 
-
-def clear_cache(ref: str) -> None:
-    """Forget the converted copy of an embedded model (it is rebuilt on next use)."""
-    shutil.rmtree(meditron_home() / "models" / ref, ignore_errors=True)
