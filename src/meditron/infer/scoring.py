@@ -13,7 +13,9 @@ instruction, few-shot demonstrations). The engine does as little work as possibl
   last context position;
 - the vocabulary projection is applied only at the positions that predict a scored token
   (`hidden_only=True` + `model.logits`), never over the whole sequence;
-- rows are sorted by length and batched under a token budget, so padding stays small.
+- the rows of a batch are concatenated into ONE sequence under a token budget, with no
+  padding at all, and attention runs per row (`PackedSegments`): the matmuls see one large
+  batch while attention costs what each row alone would cost, not the square of the batch.
 
 This module knows nothing of benchmarks or prompts (it must not import `meditron.eval`).
 """
@@ -27,6 +29,7 @@ from typing import Callable, Sequence
 import torch
 
 from meditron.infer.cache import KVCache
+from meditron.model.llama import PackedSegments
 
 
 @dataclass
@@ -78,16 +81,13 @@ class _Row:
 class LogProbScorer:
     """Scores requests with a `meditron.model.llama.Transformer` (or anything with its forward/logits API)."""
 
-    def __init__(self, model, max_batch_tokens: int = 4096, max_batch_rows: int = 64, min_prefix: int = 8,
-                 pack_len: int = 384):
+    def __init__(self, model, max_batch_tokens: int = 4096, min_prefix: int = 8):
         self.model = model
-        self.pack_len = pack_len  # several questions share one row of this many tokens (0: one per row)
         self.max_batch_tokens = max_batch_tokens
-        self.max_batch_rows = max_batch_rows
         self.min_prefix = min_prefix
         self._prefix_key: tuple[int, ...] | None = None
         self._prefix_cache: KVCache | None = None
-        self.stats = {"forward_tokens": 0, "prefix_tokens": 0, "padded_tokens": 0, "logit_rows": 0, "batches": 0}
+        self.stats = {"forward_tokens": 0, "prefix_tokens": 0, "logit_rows": 0, "batches": 0}
 
     @property
     def device(self) -> torch.device:
@@ -137,41 +137,17 @@ class LogProbScorer:
                 targets.append((len(tokens) - 1, cont[k + 1], c))
         return _Row(index, tokens, positions, segment, len(ctx), targets)
 
-    def _bins(self, rows: list[_Row]) -> list[list[_Row]]:
-        """Pack rows into bins of `pack_len` tokens (first-fit decreasing): no padding between questions."""
-        rows = sorted(rows, key=lambda r: -len(r.tokens))
-        if not rows:
-            return []
-        total, longest = sum(len(r.tokens) for r in rows), len(rows[0].tokens)
-        k = max(1, math.ceil(total / self.pack_len))
-        cap = max(longest, math.ceil(total / k * 1.05))  # balanced bins: little padding in the last one
-        bins: list[list[_Row]] = []
-        room: list[int] = []
-        for r in rows:
-            n = len(r.tokens)
-            for k in range(len(bins)):
-                if room[k] >= n:
-                    bins[k].append(r)
-                    room[k] -= n
-                    break
-            else:
-                bins.append([r])
-                room.append(cap - n)
-        return bins
-
-    def _batches(self, rows: list[_Row]) -> list[list[list[_Row]]]:
-        """Bins grouped into forward passes under the token budget."""
-        bins = self._bins(rows) if self.pack_len else [[r] for r in sorted(rows, key=lambda r: -len(r.tokens))]
-        bins.sort(key=lambda b: -sum(len(r.tokens) for r in b))
-        batches: list[list[list[_Row]]] = []
-        cur: list[list[_Row]] = []
-        for b in bins:
-            n = sum(len(r.tokens) for r in b)
-            width = sum(len(r.tokens) for r in cur[0]) if cur else n
-            if cur and ((len(cur) + 1) * width > self.max_batch_tokens or len(cur) >= self.max_batch_rows):
+    def _batches(self, rows: list[_Row]) -> list[list[_Row]]:
+        """Rows (longest first) grouped into forward passes of at most `max_batch_tokens` tokens."""
+        batches: list[list[_Row]] = []
+        cur: list[_Row] = []
+        used = 0
+        for r in sorted(rows, key=lambda r: -len(r.tokens)):
+            if cur and used + len(r.tokens) > self.max_batch_tokens:
                 batches.append(cur)
-                cur = []
-            cur.append(b)
+                cur, used = [], 0
+            cur.append(r)
+            used += len(r.tokens)
         if cur:
             batches.append(cur)
         return batches
@@ -197,90 +173,70 @@ class LogProbScorer:
                 continue
             cache = self._prefix(prefix) if shared else None
             for batch in self._batches(rows):
-                flat = [r for b in batch for r in b]
-                for row, res in zip(flat, self._run(batch, requests, cache)):
+                for row, res in zip(batch, self._run(batch, requests, cache)):
                     results[row.index] = res
                 if progress is not None:
-                    progress(len(flat))
+                    progress(len(batch))
         return results  # type: ignore[return-value]
 
-    def _run(self, batch: list[list[_Row]], requests: Sequence[ScoreRequest],
+    def _run(self, batch: list[_Row], requests: Sequence[ScoreRequest],
              prefix_cache: KVCache | None) -> list[ScoreResult]:
-        """One forward pass over bins (rows of packed questions); results in bin order."""
+        """One forward pass over the rows concatenated into a single sequence; results in row order."""
         dev = self.device
-        B = len(batch)
-        T = max(sum(len(r.tokens) for r in b) for b in batch)
         P = prefix_cache.length if prefix_cache is not None else 0
-        tokens = torch.zeros((B, T), dtype=torch.long)
-        single = all(len(b) == 1 and len(b[0].tokens) == b[0].ctx_len for b in batch)
-        offsets: list[list[int]] = []
-        for i, b in enumerate(batch):
-            off, offs = 0, []
-            for r in b:
-                tokens[i, off: off + len(r.tokens)] = torch.tensor(r.tokens)
-                offs.append(off)
-                off += len(r.tokens)
-            offsets.append(offs)
-        used = sum(len(r.tokens) for b in batch for r in b)
-        self.stats["forward_tokens"] += used
-        self.stats["padded_tokens"] += B * T
+        offsets, starts, ends, masks = [], [], [], []
+        tokens: list[int] = []
+        positions: list[int] = []
+        for r in batch:
+            offsets.append(len(tokens))
+            starts.append(len(tokens))
+            tokens += r.tokens
+            positions += r.positions
+            ends.append(len(tokens))
+            masks.append(self._tree_mask(r, P))
+        T = len(tokens)
+        self.stats["forward_tokens"] += T
         self.stats["batches"] += 1
-        tokens = tokens.to(dev)
-        if prefix_cache is None and single:
-            # one question per row, right padding, plain causal attention: real tokens never see the padding
-            h = self.model(tokens, hidden_only=True)
-        else:
-            positions = torch.zeros((B, T), dtype=torch.long)
-            mask = torch.zeros((B, 1, T, P + T), dtype=torch.bool)
-            mask[:, :, :, :P] = True
-            for i, b in enumerate(batch):
-                end = 0
-                for r, off in zip(b, offsets[i]):
-                    n = len(r.tokens)
-                    positions[i, off: off + n] = torch.tensor(r.positions)
-                    seg = torch.tensor(r.segment)
-                    idx = torch.arange(n)
-                    causal = idx[None, :] <= idx[:, None]
-                    # j sees i when i <= j and (i is context, or i is in j's own continuation)
-                    allowed = causal & ((seg[None, :] == -1) | (seg[None, :] == seg[:, None]))
-                    mask[i, 0, off: off + n, P + off: P + off + n] = allowed
-                    end = off + n
-                # padding attends to itself (an all-False row would make NaNs), at harmless positions
-                ar = torch.arange(end, T)
-                mask[i, 0, ar, P + ar] = True
-                positions[i, end:] = P + torch.arange(T - end)
-            positions, mask = positions.to(dev), mask.to(dev)
-            cache = prefix_cache.expand(B, P + T) if prefix_cache is not None else None
-            h = self.model(tokens, positions=positions, mask=mask, cache=cache, hidden_only=True)
+        segments = PackedSegments(starts, ends, P, [m.to(dev) if m is not None else None for m in masks])
+        cache = prefix_cache.expand(1, P + T) if prefix_cache is not None else None
+        h = self.model(torch.tensor([tokens], device=dev), positions=torch.tensor([positions], device=dev),
+                       mask=segments, cache=cache, hidden_only=True)[0]
         # Project onto the vocabulary only where a next-token distribution is needed.
-        want: list[tuple[int, int]] = []
-        for i, b in enumerate(batch):
-            for r, off in zip(b, offsets[i]):
-                want.append((i, off + r.ctx_len - 1))
-                want.extend((i, off + j) for (j, _, _) in r.targets)
-        uniq = sorted(set(want))
-        where = {bj: k for k, bj in enumerate(uniq)}
-        rows_b = torch.tensor([b for b, _ in uniq], device=dev)
-        rows_j = torch.tensor([j for _, j in uniq], device=dev)
-        logprobs = torch.log_softmax(self.model.logits(h[rows_b, rows_j]).float(), dim=-1)
+        want = sorted({j for r, off in zip(batch, offsets)
+                       for j in [off + r.ctx_len - 1] + [off + t[0] for t in r.targets]})
+        where = {j: k for k, j in enumerate(want)}
+        logprobs = torch.log_softmax(self.model.logits(h[torch.tensor(want, device=dev)]).float(), dim=-1)
         argmax = logprobs.argmax(dim=-1).tolist()
-        self.stats["logit_rows"] += len(uniq)
+        self.stats["logit_rows"] += len(want)
         out: list[ScoreResult] = []
-        for i, b in enumerate(batch):
-            for r, off in zip(b, offsets[i]):
-                req = requests[r.index]
-                n_c = len(req.continuations)
-                sums = [0.0] * n_c
-                greedy = [True] * n_c
-                if r.targets:
-                    sel = [where[(i, off + j)] for (j, _, _) in r.targets]
-                    lp = logprobs[torch.tensor(sel, device=dev), torch.tensor([t for (_, t, _) in r.targets], device=dev)].tolist()
-                    for (j, t, c), v, k in zip(r.targets, lp, sel):
-                        sums[c] += v
-                        if argmax[k] != t:
-                            greedy[c] = False
-                last = where[(i, off + r.ctx_len - 1)]
-                cand = (logprobs[last, torch.tensor(req.candidates, dtype=torch.long, device=dev)].tolist()
-                        if req.candidates else [])
-                out.append(ScoreResult(sums, greedy, cand, argmax[last] if req.candidates else None))
+        for r, off in zip(batch, offsets):
+            req = requests[r.index]
+            n_c = len(req.continuations)
+            sums = [0.0] * n_c
+            greedy = [True] * n_c
+            if r.targets:
+                sel = [where[off + j] for (j, _, _) in r.targets]
+                lp = logprobs[torch.tensor(sel, device=dev), torch.tensor([t for (_, t, _) in r.targets], device=dev)].tolist()
+                for (j, t, c), v, k in zip(r.targets, lp, sel):
+                    sums[c] += v
+                    if argmax[k] != t:
+                        greedy[c] = False
+            last = where[off + r.ctx_len - 1]
+            cand = (logprobs[last, torch.tensor(req.candidates, dtype=torch.long, device=dev)].tolist()
+                    if req.candidates else [])
+            out.append(ScoreResult(sums, greedy, cand, argmax[last] if req.candidates else None))
         return out
+
+    @staticmethod
+    def _tree_mask(r: _Row, prefix_len: int) -> torch.Tensor | None:
+        """(n, prefix_len + n) attention mask of one row, or None when plain causal attention is right.
+
+        A token sees the prefix, the context causally, and of the continuations only its own.
+        """
+        n = len(r.tokens)
+        if n == r.ctx_len and prefix_len == 0:
+            return None
+        seg = torch.tensor(r.segment)
+        idx = torch.arange(n)
+        allowed = (idx[None, :] <= idx[:, None]) & ((seg[None, :] == -1) | (seg[None, :] == seg[:, None]))
+        return torch.cat((torch.ones(n, prefix_len, dtype=torch.bool), allowed), dim=1)

@@ -11,6 +11,7 @@ RoPE uses the Hugging Face "rotate half" layout, so Hugging Face weights load wi
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -26,6 +27,44 @@ class KVCacheLike(Protocol):
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (B, n_kv, T, hd) for this step; return all keys and values so far."""
         ...
+
+
+@dataclass
+class PackedSegments:
+    """Independent sequences concatenated into one row (batch 1), for attention without padding.
+
+    Scoring many short prompts wants the matmuls of one large batch but the attention of
+    many small ones: a block-diagonal mask over a packed row would cost attention quadratic
+    in the row's length, nearly all of it masked. Segment i covers query positions
+    `starts[i]:ends[i]` of the row; it sees the first `prefix_len` keys (a shared prefix already
+    in the KV cache) and its own keys, under `masks[i]` ((n, prefix_len + n) bool, True =
+    attend), or causally when that mask is None. Segments must tile the row.
+    """
+
+    starts: list[int]
+    ends: list[int]
+    prefix_len: int = 0
+    masks: list[torch.Tensor | None] = field(default_factory=list)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gqa: bool) -> torch.Tensor:
+        """q (1, H, T, hd); k, v (1, n_kv, prefix_len + T, hd) -> (1, H, T, hd)."""
+        P = self.prefix_len
+        outs = []
+        for i, (a, b) in enumerate(zip(self.starts, self.ends)):
+            mask = self.masks[i] if self.masks else None
+            if P:
+                ks = torch.cat((k[:, :, :P], k[:, :, P + a: P + b]), dim=2)
+                vs = torch.cat((v[:, :, :P], v[:, :, P + a: P + b]), dim=2)
+            else:
+                ks, vs = k[:, :, a:b], v[:, :, a:b]
+            if mask is None and P:
+                n = b - a
+                mask = torch.ones(n, P + n, dtype=torch.bool, device=q.device).tril(P)
+            if mask is None:
+                outs.append(F.scaled_dot_product_attention(q[:, :, a:b], ks, vs, is_causal=True, enable_gqa=gqa))
+            else:
+                outs.append(F.scaled_dot_product_attention(q[:, :, a:b], ks, vs, attn_mask=mask, enable_gqa=gqa))
+        return torch.cat(outs, dim=2)
 
 
 def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
@@ -145,7 +184,9 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.update(self.layer_id, k, v)
         gqa = q.shape[1] != k.shape[1]
-        if mask is None and cache is None:
+        if isinstance(mask, PackedSegments):
+            out = mask.attend(q, k, v, gqa)
+        elif mask is None and cache is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
@@ -247,7 +288,8 @@ class Transformer(nn.Module):
         """tokens (B, T) ids — or hidden states (B, T, dim) on a pipeline stage without embeddings.
 
         positions (B, T) and a boolean mask (B, 1, T, S) are needed for padded batches and
-        cached decoding; without them attention is plain causal over 0..T-1.
+        cached decoding; without them attention is plain causal over 0..T-1. `mask` may instead be
+        `PackedSegments` (batch 1): several sequences in one row, each attending to itself only.
         """
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
         cos, sin = self.rope(positions, h.shape[1], h.dtype)
