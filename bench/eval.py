@@ -17,37 +17,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def matmul_peak(seconds: float = 3.0) -> float:
-    """Best fp32 GEMM GFLOP/s over a few seconds (2048^2, all threads)."""
-    n = 2048
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best, t_end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        t = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
-    return best
+from common import ROOT, machine, matmul_peak_gflops  # noqa: E402
 
 
 def flops(cfg, rows: list[tuple[int, int]], logit_rows: int) -> float:
@@ -95,7 +71,7 @@ def main() -> int:
     hflm = HFLM(pretrained=str(folder), dtype="float32", batch_size=args.batch, device="cpu")
     cfg = model.config
     bench = get("mmlu_medical")
-    peak0 = matmul_peak()
+    peak0 = matmul_peak_gflops()
     workloads = []
     if "zero" not in args.skip:
         title = "zero-shot, MMLU-Medical" + (f" (first {args.limit} q of each of the 9 subjects)" if args.limit else
@@ -151,14 +127,14 @@ def main() -> int:
         results.append(dict(title=title, n=n, t_ours=t_ours, t_peer=t_peer, agree=agree / n,
                             acc_ours=correct_ours / n, acc_peer=correct_peer / n,
                             gf_ours=f_ours / t_ours / 1e9, gf_peer=f_peer / t_peer / 1e9))
-    peak = max(peak0, matmul_peak())
+    peak = max(peak0, matmul_peak_gflops())
     load = os.getloadavg()
     lines = [
         f"## bench/eval.py — {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
         f"Command: `PYTHONPATH=src python bench/eval.py{' --limit ' + str(args.limit) if args.limit else ''}"
         f"{' --skip ' + args.skip if args.skip else ''}`  ",
-        f"Machine: {cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"Machine: {machine()}, {torch.get_num_threads()} threads; "
         f"fp32 matmul peak measured in this run: {peak:.0f} GFLOP/s; load average at the end {load[0]:.1f} "
         "(other jobs shared the machine when this was above the core count).  ",
         "Model: SmolLM2-135M-Instruct (embedded GGUF, fp32). Scoring: log-likelihood of \" A\"..\" D\" after "

@@ -15,7 +15,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import shutil
 import statistics
@@ -26,19 +25,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def matmul_peak(n: int = 1024, repeats: int = 5) -> float:
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best
+sys.path.insert(0, str(REPO / "bench"))
+from common import machine, matmul_peak_gflops  # noqa: E402
 
 
 def flops_per_token(seq: int) -> float:
@@ -66,7 +54,7 @@ def child_meditron(args) -> dict:
         f"log.peak_flops={args.peak}",
     ])
     trainer = Trainer(cfg, out)
-    peak = matmul_peak()
+    peak = matmul_peak_gflops(n=1024) * 1e9
     trainer.run()
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     shutil.rmtree(out, ignore_errors=True)
@@ -102,7 +90,7 @@ def child_hf(args) -> dict:
         save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0, disable_tqdm=True,
     )
     trainer = Trainer(model=model, args=targs, train_dataset=data, callbacks=[Clock()])
-    peak = matmul_peak()
+    peak = matmul_peak_gflops(n=1024) * 1e9
     trainer.train()
     shutil.rmtree(targs.output_dir, ignore_errors=True)
     loss = [h["loss"] for h in trainer.state.log_history if "loss" in h]
@@ -140,16 +128,6 @@ def run_children(jobs: list[tuple[str, list[str]]], args) -> list[dict]:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     return results
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -207,7 +185,7 @@ def main() -> None:
     entry = (
         f"\n## Training throughput: meditron vs HF Trainer (SmolLM2-135M, fp32, CPU)\n\n"
         f"- command: `{cmd.strip()}`\n- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
-        f"- machine: {cpu_name()}, {os.cpu_count()} cores, load average {load:.1f} at start "
+        f"- machine: {machine()}, load average {load:.1f} at start "
         f"(shared machine: other jobs ran alongside)\n"
         f"- workload: batch {args.batch} × {args.seq} tokens, AdamW, clip 1.0, {args.steps} steps, median of steps 2+; "
         f"FLOPs/token {fpt / 1e6:.0f}M (6N + attention); each trainer in its own subprocess (peak RSS includes loading)\n"

@@ -61,6 +61,21 @@ def need(path: Path | None, what: str, hint: str) -> Path:
     raise DataError(f"{where} not found; {hint}")
 
 
+def split_file(files: dict[str, list[str]], split: str, root: Path | None, hint: str) -> Path | None:
+    """The local file of a split (first candidate that exists under root), or None to read the hub.
+
+    The hub is only a fallback when no `--data-dir` was given; with one, a missing file is a
+    one-line DataError naming the expected file and `hint`.
+    """
+    if split not in files:
+        raise ValueError(f"unknown split {split!r}")
+    candidates = files[split]
+    path = first_existing(root, candidates)
+    if path is None and root is None:
+        return None
+    return need(path or root / candidates[0], candidates[0], hint)
+
+
 def first_existing(root: Path | None, candidates: list[str]) -> Path | None:
     if root is None:
         return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meditron.eval.benchmarks.base import Benchmark, Item, first_existing, hub_rows, need, read_jsonl
+from meditron.eval.benchmarks.base import Benchmark, Item, hub_rows, read_jsonl, split_file
 
 # .jsonl files use the Hugging Face schema (cop 0..3); the upstream release .json files use cop 1..4.
 FILES = {
@@ -26,14 +26,11 @@ def _items(rows: list[dict], split: str, one_based: bool) -> list[Item]:
 
 
 def load(split: str, root: Path | None) -> list[Item]:
-    if split not in FILES:
-        raise ValueError(f"unknown split {split!r}")
-    hint = f"pass --data-dir with {FILES[split][0]} (HF schema) or the upstream {FILES[split][1]}"
-    path = first_existing(root, FILES[split])
-    if path is None and root is None:
+    hint = f"pass --data-dir with {FILES[split][0]} (HF schema) or the upstream {FILES[split][1]}" if split in FILES else ""
+    path = split_file(FILES, split, root, hint)
+    if path is None:
         hub_split = "validation" if split == "test" else split
         return _items(hub_rows("openlifescienceai/medmcqa", None, hub_split, hint + " or go online"), split, False)
-    path = need(path or root / FILES[split][0], FILES[split][0], hint)
     return _items(read_jsonl(path), split, one_based=path.suffix == ".json")
 
 

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from meditron.errors import DataError
-from meditron.eval.benchmarks.base import Benchmark, Item, first_existing, hub_rows, need, read_jsonl
+from meditron.eval.benchmarks.base import Benchmark, Item, hub_rows, read_jsonl, split_file
 
 LETTERS = "ABCDE"
 
@@ -47,15 +47,11 @@ def _loader(n_opts: int):
     hub = ("bigbio/med_qa", "med_qa_en_source") if n_opts == 5 else ("GBaker/MedQA-USMLE-4-options", None)
 
     def load(split: str, root: Path | None) -> list[Item]:
-        if split not in files:
-            raise ValueError(f"unknown split {split!r}")
-        hint = (f"pass --data-dir with {files[split][0]} (jind11/MedQA layout)"
-                + (" or go online for the Hugging Face copy" if root is None else ""))
-        path = first_existing(root, files[split])
-        if path is None and root is None:
-            rows = hub_rows(*hub, split, hint)
-            return _items(rows, split, n_opts, f"{hub[0]}:{split}")
-        path = need(path or root / files[split][0], files[split][0], hint)
+        hint = (f"pass --data-dir with {files[split][0]} (jind11/MedQA layout)" if split in files else ""
+                ) + (" or go online for the Hugging Face copy" if root is None else "")
+        path = split_file(files, split, root, hint)
+        if path is None:
+            return _items(hub_rows(*hub, split, hint), split, n_opts, f"{hub[0]}:{split}")
         return _items(read_jsonl(path), split, n_opts, str(path))
 
     return load

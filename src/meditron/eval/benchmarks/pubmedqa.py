@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meditron.eval.benchmarks.base import Benchmark, Item, first_existing, hub_rows, need, read_json
+from meditron.eval.benchmarks.base import Benchmark, Item, hub_rows, read_json, split_file
 
 FILES = {
     "test": ["pubmedqa/test_set.json"],
@@ -22,14 +22,13 @@ def item(pmid: str, r: dict) -> Item:
 
 
 def load(split: str, root: Path | None) -> list[Item]:
-    if split not in FILES:
-        raise ValueError(f"unknown split {split!r}")
-    hint = f"pass --data-dir with {FILES[split][0]} (pubmedqa/pubmedqa layout, PQA-L split regenerated with fold 0)"
-    path = first_existing(root, FILES[split])
-    if path is None and root is None:
+    hint = (f"pass --data-dir with {FILES[split][0]} (pubmedqa/pubmedqa layout, PQA-L split regenerated with fold 0)"
+            if split in FILES else "")
+    path = split_file(FILES, split, root, hint)
+    if path is None:
         rows = hub_rows("bigbio/pubmed_qa", "pubmed_qa_labeled_fold0_source", split, hint + " or go online")
         return [item(r["PUBMED_ID"], r) for r in rows]
-    data = read_json(need(path or root / FILES[split][0], FILES[split][0], hint))
+    data = read_json(path)
     items = [item(k, v) for k, v in data.items()]
     if split == "test" and root is not None and (root / "pubmedqa/test_ground_truth.json").exists():
         truth = read_json(root / "pubmedqa/test_ground_truth.json")
