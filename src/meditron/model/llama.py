@@ -93,21 +93,40 @@ def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate x (B, T, H, hd) by cos/sin (B|1, T, 1, hd) in the rotate-half layout."""
-    half = x.shape[-1] // 2
-    x1, x2 = x[..., :half], x[..., half:]
-    rotated = torch.cat((-x2, x1), dim=-1)
-    return x * cos + rotated * sin
+    """Rotate x (B, T, H, hd) by cos/sin (B|1, T, 1, hd) in the rotate-half layout.
+
+    `sin` comes from the model's tables with its first half negated, so rotate-half
+    (cat(-x2, x1) * sin) is a roll: 4 ops instead of 7, the same bits (a sign flip is exact).
+    Decoding calls this 60 times per token, where each small op costs microseconds.
+    """
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
 
 
 def few_rows_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x @ weight.T (+ bias). For a few rows on CPU it is computed as (weight @ x.T).T: MKL runs that
-    1.5-4x faster than its small-M GEMM (measured at 8 rows: 11.5 ms vs 45 ms for SmolLM2's LM head),
-    which is what decoding and scoring do at every step."""
+    """x @ weight.T (+ bias), fast for the few rows that decoding and scoring feed at every step.
+
+    On CPU, MKL handles these shapes badly, and both fixes below are measured on SmolLM2's
+    weights (2 cores):
+    - one row: MKL's GEMV runs on a single thread (11 GB/s of weights read, whatever the thread
+      count). The weight is therefore split into one row block per thread and run as a batched
+      matmul, which MKL spreads over the threads: a whole decode step's matmuls take 34 ms, not 49.
+    - 2-64 rows: MKL's small-M GEMM re-packs the weight on every call. (weight @ x.T).T does
+      not, and is 1.5-4x faster (the LM head at 8 rows: 11.5 ms, not 45).
+    """
     rows = x.numel() // x.shape[-1]
-    if x.device.type != "cpu" or rows > 64 or rows == 1:
+    if x.device.type != "cpu" or rows > 64:
         return F.linear(x, weight, bias)
-    out = (weight @ x.reshape(rows, -1).T).T.reshape(*x.shape[:-1], weight.shape[0])
+    n_out, n_in = weight.shape
+    if rows == 1:
+        blocks = torch.get_num_threads()
+        if blocks < 2 or n_out % blocks or not weight.is_contiguous() or not x.is_contiguous():
+            return F.linear(x, weight, bias)
+        # x as an (n_in, 1) column with strides (1, n_in): with strides (1, 1) MKL takes a 4x slower path
+        column = x.as_strided((blocks, n_in, 1), (0, 1, n_in))
+        out = torch.bmm(weight.view(blocks, n_out // blocks, n_in), column)
+        out = out.view(*x.shape[:-1], n_out)
+    else:
+        out = (weight @ x.reshape(rows, -1).T).T.reshape(*x.shape[:-1], n_out)
     return out if bias is None else out + bias
 
 
@@ -136,6 +155,9 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in fp32 like the reference, then scale in the input dtype. Written out rather
         # than F.rms_norm: identical numerics, and several times faster on single-token decode on CPU.
+        if x.dtype == torch.float32 and type(x) is torch.Tensor and type(self.weight.data) is torch.Tensor:
+            # the same arithmetic in one call (bit-identical in fp32); DTensors take the explicit path
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(x.dtype)
@@ -161,11 +183,20 @@ class Attention(nn.Module):
         """Hold wq|wk|wv as one matrix (the three weights become views of it): one matmul, not three."""
         self._fused = _fuse_linears(self.wq, self.wk, self.wv)
 
-    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def qkv_heads(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v as (B, heads, T, hd), RoPE applied to q and k."""
+        B, T, _ = x.shape
         if self._fused is not None and self._fused[0].data_ptr() == self.wq.weight.data_ptr():
-            qkv = few_rows_linear(x, *self._fused)
-            return qkv.split([self.wq.out_features, self.wk.out_features, self.wv.out_features], dim=-1)
-        return self.wq(x), self.wk(x), self.wv(x)
+            # one matmul, then RoPE over the q and k heads at once (decoding pays per op, not per byte)
+            heads = few_rows_linear(x, *self._fused).view(B, T, -1, self.head_dim)
+            nq, nqk = self.n_heads, self.n_heads + self.n_kv_heads
+            qk = apply_rope(heads[:, :, :nqk], cos, sin)
+            return qk[:, :, :nq].transpose(1, 2), qk[:, :, nq:].transpose(1, 2), heads[:, :, nqk:].transpose(1, 2)
+        # -1 heads: under tensor parallelism each rank holds a slice of the heads.
+        q = apply_rope(self.wq(x).view(B, T, -1, self.head_dim), cos, sin).transpose(1, 2)
+        k = apply_rope(self.wk(x).view(B, T, -1, self.head_dim), cos, sin).transpose(1, 2)
+        return q, k, self.wv(x).view(B, T, -1, self.head_dim).transpose(1, 2)
 
     def forward(
         self,
@@ -176,11 +207,7 @@ class Attention(nn.Module):
         cache: KVCacheLike | None = None,
     ) -> torch.Tensor:
         B, T, _ = x.shape
-        q, k, v = self.project_qkv(x)
-        # -1 heads: under tensor parallelism each rank holds a slice of the heads.
-        q = apply_rope(q.view(B, T, -1, self.head_dim), cos, sin).transpose(1, 2)
-        k = apply_rope(k.view(B, T, -1, self.head_dim), cos, sin).transpose(1, 2)
-        v = v.view(B, T, -1, self.head_dim).transpose(1, 2)
+        q, k, v = self.qkv_heads(x, cos, sin)
         if cache is not None:
             k, v = cache.update(self.layer_id, k, v)
         gqa = q.shape[1] != k.shape[1]
@@ -252,7 +279,7 @@ class Transformer(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)
         device = device if device is not None else self.rope_cos.device
         self.rope_cos = emb.cos().to(device)
-        self.rope_sin = emb.sin().to(device)
+        self.rope_sin = torch.cat((-freqs.sin(), freqs.sin()), dim=-1).to(device)  # signed: see apply_rope
 
     def rope(self, positions: torch.Tensor | None, seq_len: int, dtype: torch.dtype):
         """cos/sin for the given positions (B, T), or for 0..seq_len-1 when positions is None."""
