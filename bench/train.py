@@ -185,8 +185,8 @@ def main() -> None:
     entry = (
         f"\n## Training throughput: meditron vs HF Trainer (SmolLM2-135M, fp32, CPU)\n\n"
         f"- command: `{cmd.strip()}`\n- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
-        f"- machine: {machine()}, load average {load:.1f} at start "
-        f"(shared machine: other jobs ran alongside)\n"
+        f"- machine: {machine()}, load average {load:.1f} at start"
+        f"{' (other jobs ran alongside)' if load > (os.cpu_count() or 1) else ''}\n"
         f"- workload: batch {args.batch} × {args.seq} tokens, AdamW, clip 1.0, {args.steps} steps, median of steps 2+; "
         f"FLOPs/token {fpt / 1e6:.0f}M (6N + attention); each trainer in its own subprocess (peak RSS includes loading)\n"
         f"- mode: {'side by side, each pinned to one core with one thread; HF row repeated per pair' if args.pair else 'one after the other, all cores'}; "
