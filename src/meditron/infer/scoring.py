@@ -197,7 +197,7 @@ class LogProbScorer:
         T = len(tokens)
         self.stats["forward_tokens"] += T
         self.stats["batches"] += 1
-        segments = PackedSegments(starts, ends, P, [m.to(dev) if m is not None else None for m in masks])
+        segments = PackedSegments(starts, ends, P, masks, device=dev)
         cache = prefix_cache.expand(1, P + T) if prefix_cache is not None else None
         h = self.model(torch.tensor([tokens], device=dev), positions=torch.tensor([positions], device=dev),
                        mask=segments, cache=cache, hidden_only=True)[0]
@@ -229,12 +229,13 @@ class LogProbScorer:
 
     @staticmethod
     def _tree_mask(r: _Row, prefix_len: int) -> torch.Tensor | None:
-        """(n, prefix_len + n) attention mask of one row, or None when plain causal attention is right.
+        """(n, prefix_len + n) attention mask of one row, or None when it is a plain context
+        (`PackedSegments` then attends causally after the prefix).
 
         A token sees the prefix, the context causally, and of the continuations only its own.
         """
         n = len(r.tokens)
-        if n == r.ctx_len and prefix_len == 0:
+        if n == r.ctx_len:
             return None
         seg = torch.tensor(r.segment)
         idx = torch.arange(n)

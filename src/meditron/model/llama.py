@@ -38,28 +38,34 @@ class PackedSegments:
     in the row's length, nearly all of it masked. Segment i covers query positions
     `starts[i]:ends[i]` of the row; it sees the first `prefix_len` keys (a shared prefix already
     in the KV cache) and its own keys, under `masks[i]` ((n, prefix_len + n) bool, True =
-    attend), or causally when that mask is None. Segments must tile the row.
+    attend), or causally (prefix included) when that mask is None. Segments must tile the row.
     """
 
     starts: list[int]
     ends: list[int]
     prefix_len: int = 0
     masks: list[torch.Tensor | None] = field(default_factory=list)
+    device: torch.device | str = "cpu"
+
+    def __post_init__(self) -> None:
+        # Masks reach the device, and causal-after-a-prefix masks are built, once per forward pass
+        # here rather than once per layer in `attend`.
+        P = self.prefix_len
+        masks = self.masks or [None] * len(self.starts)
+        self.masks = [m.to(self.device) if m is not None else
+                      torch.ones(b - a, P + b - a, dtype=torch.bool, device=self.device).tril(P) if P else None
+                      for m, a, b in zip(masks, self.starts, self.ends)]
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gqa: bool) -> torch.Tensor:
         """q (1, H, T, hd); k, v (1, n_kv, prefix_len + T, hd) -> (1, H, T, hd)."""
         P = self.prefix_len
         outs = []
-        for i, (a, b) in enumerate(zip(self.starts, self.ends)):
-            mask = self.masks[i] if self.masks else None
+        for a, b, mask in zip(self.starts, self.ends, self.masks):
             if P:
                 ks = torch.cat((k[:, :, :P], k[:, :, P + a: P + b]), dim=2)
                 vs = torch.cat((v[:, :, :P], v[:, :, P + a: P + b]), dim=2)
             else:
                 ks, vs = k[:, :, a:b], v[:, :, a:b]
-            if mask is None and P:
-                n = b - a
-                mask = torch.ones(n, P + n, dtype=torch.bool, device=q.device).tril(P)
             if mask is None:
                 outs.append(F.scaled_dot_product_attention(q[:, :, a:b], ks, vs, is_causal=True, enable_gqa=gqa))
             else:
@@ -96,7 +102,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     """Rotate x (B, T, H, hd) by cos/sin (B|1, T, 1, hd) in the rotate-half layout.
 
     `sin` comes from the model's tables with its first half negated, so rotate-half
-    (cat(-x2, x1) * sin) is a roll: 4 ops instead of 7, the same bits (a sign flip is exact).
+    (cat(-x2, x1) * sin) is a roll: 4 calls instead of 7, the same bits (a sign flip is exact).
     Decoding calls this 60 times per token, where each small op costs microseconds.
     """
     return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin

@@ -61,15 +61,19 @@ def need(path: Path | None, what: str, hint: str) -> Path:
     raise DataError(f"{where} not found; {hint}")
 
 
-def split_file(files: dict[str, list[str]], split: str, root: Path | None, hint: str) -> Path | None:
+def split_candidates(files: dict[str, list[str]], split: str) -> list[str]:
+    """The file names a split may have under the data dir, best first."""
+    if split not in files:
+        raise ValueError(f"unknown split {split!r}")
+    return files[split]
+
+
+def split_file(candidates: list[str], root: Path | None, hint: str) -> Path | None:
     """The local file of a split (first candidate that exists under root), or None to read the hub.
 
     The hub is only a fallback when no `--data-dir` was given; with one, a missing file is a
     one-line DataError naming the expected file and `hint`.
     """
-    if split not in files:
-        raise ValueError(f"unknown split {split!r}")
-    candidates = files[split]
     path = first_existing(root, candidates)
     if path is None and root is None:
         return None

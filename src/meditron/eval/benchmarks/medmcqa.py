@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meditron.eval.benchmarks.base import Benchmark, Item, hub_rows, read_jsonl, split_file
+from meditron.eval.benchmarks.base import Benchmark, Item, hub_rows, read_jsonl, split_candidates, split_file
 
 # .jsonl files use the Hugging Face schema (cop 0..3); the upstream release .json files use cop 1..4.
 FILES = {
@@ -26,8 +26,9 @@ def _items(rows: list[dict], split: str, one_based: bool) -> list[Item]:
 
 
 def load(split: str, root: Path | None) -> list[Item]:
-    hint = f"pass --data-dir with {FILES[split][0]} (HF schema) or the upstream {FILES[split][1]}" if split in FILES else ""
-    path = split_file(FILES, split, root, hint)
+    names = split_candidates(FILES, split)
+    hint = f"pass --data-dir with {names[0]} (HF schema) or the upstream {names[1]}"
+    path = split_file(names, root, hint)
     if path is None:
         hub_split = "validation" if split == "test" else split
         return _items(hub_rows("openlifescienceai/medmcqa", None, hub_split, hint + " or go online"), split, False)

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from meditron.errors import DataError
-from meditron.eval.benchmarks.base import Benchmark, Item, hub_rows, read_jsonl, split_file
+from meditron.eval.benchmarks.base import Benchmark, Item, hub_rows, read_jsonl, split_candidates, split_file
 
 LETTERS = "ABCDE"
 
@@ -47,9 +47,10 @@ def _loader(n_opts: int):
     hub = ("bigbio/med_qa", "med_qa_en_source") if n_opts == 5 else ("GBaker/MedQA-USMLE-4-options", None)
 
     def load(split: str, root: Path | None) -> list[Item]:
-        hint = (f"pass --data-dir with {files[split][0]} (jind11/MedQA layout)" if split in files else ""
-                ) + (" or go online for the Hugging Face copy" if root is None else "")
-        path = split_file(files, split, root, hint)
+        names = split_candidates(files, split)
+        hint = (f"pass --data-dir with {names[0]} (jind11/MedQA layout)"
+                + (" or go online for the Hugging Face copy" if root is None else ""))
+        path = split_file(names, root, hint)
         if path is None:
             return _items(hub_rows(*hub, split, hint), split, n_opts, f"{hub[0]}:{split}")
         return _items(read_jsonl(path), split, n_opts, str(path))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meditron.eval.benchmarks.base import Benchmark, Item, hub_rows, read_json, split_file
+from meditron.eval.benchmarks.base import Benchmark, Item, hub_rows, read_json, split_candidates, split_file
 
 FILES = {
     "test": ["pubmedqa/test_set.json"],
@@ -22,9 +22,9 @@ def item(pmid: str, r: dict) -> Item:
 
 
 def load(split: str, root: Path | None) -> list[Item]:
-    hint = (f"pass --data-dir with {FILES[split][0]} (pubmedqa/pubmedqa layout, PQA-L split regenerated with fold 0)"
-            if split in FILES else "")
-    path = split_file(FILES, split, root, hint)
+    names = split_candidates(FILES, split)
+    hint = f"pass --data-dir with {names[0]} (pubmedqa/pubmedqa layout, PQA-L split regenerated with fold 0)"
+    path = split_file(names, root, hint)
     if path is None:
         rows = hub_rows("bigbio/pubmed_qa", "pubmed_qa_labeled_fold0_source", split, hint + " or go online")
         return [item(r["PUBMED_ID"], r) for r in rows]
