@@ -77,3 +77,15 @@ def test_signature_is_deterministic_and_empty_safe():
     wh = word_hashes("a b c d e f g h")
     assert np.array_equal(h1.signature(wh), h2.signature(wh))
     assert h1.signature(word_hashes("")).shape == (h1.n,)
+
+
+def test_band_buckets_match_a_dictionary_of_lists():
+    from meditron.corpus.dedup import _buckets
+
+    keys = np.random.default_rng(0).integers(0, 40, size=300).astype(np.uint64)
+    expected: dict[int, list[int]] = {}
+    for i, k in enumerate(keys.tolist()):
+        expected.setdefault(k, []).append(i)
+    want = sorted(m for m in expected.values() if len(m) > 1)
+    assert sorted(_buckets(keys)) == want
+    assert _buckets(np.arange(5, dtype=np.uint64)) == []

@@ -234,3 +234,18 @@ def test_replay_keep_presamples_before_processing(reference_build, tmp_path):
 def test_outputs_do_not_depend_on_task_count(reference_build, tmp_path):
     cfg, out1 = reference_build                      # built with tasks=4
     same_outputs(out1, build(cfg, tmp_path / "t3", overrides=["tasks=3"]), skip=("datacard.json",))  # it holds the config
+
+
+def test_compressed_jsonl_is_the_same_bytes_whatever_the_thread_count(tmp_path):
+    """The pack stage compresses with one thread per worker: several gzip members, one valid stream."""
+    from meditron.corpus.pipeline import _write_jsonl
+
+    rows = [{"id": i, "text": f"document {i} " * (i % 7 + 1)} for i in range(500)]
+    outs = []
+    for threads in (1, 3):
+        path = tmp_path / f"t{threads}.jsonl.gz"
+        _write_jsonl(path, iter(rows), compress=True, threads=threads, block=2000)
+        outs.append(path.read_bytes())
+    assert outs[0] == outs[1]
+    assert outs[0].count(b"\x1f\x8b\x08") >= 10                        # many members at this block size
+    assert [json.loads(l) for l in gzip.open(tmp_path / "t3.jsonl.gz", "rt")] == rows

@@ -98,6 +98,19 @@ class DedupResult:
     verified_pairs: int
 
 
+def _buckets(keys: np.ndarray) -> list[list[int]]:
+    """Indices sharing a band key, for every key held by two or more documents (ascending indices).
+
+    numpy instead of a dict of lists: the select stage is serial, so its time caps the speed-up
+    of a parallel build. Which pairs are compared does not depend on the order of the buckets.
+    """
+    order = np.argsort(keys, kind="stable")
+    sk = keys[order]
+    starts = np.flatnonzero(np.concatenate(([True], sk[1:] != sk[:-1])))
+    sizes = np.diff(np.append(starts, sk.size))
+    return [order[a:a + n].tolist() for a, n in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist())]
+
+
 def cluster(exact_keys: list[str] | None, sigs: np.ndarray | None, rank_key: list[tuple],
             hasher: MinHasher | None = None, threshold: float = 0.7) -> DedupResult:
     """Cluster documents and choose one per cluster: the one with the smallest `rank_key`."""
@@ -117,12 +130,7 @@ def cluster(exact_keys: list[str] | None, sigs: np.ndarray | None, rank_key: lis
         keys = hasher.band_keys(sigs)
         seen_pairs: set[tuple[int, int]] = set()
         for b in range(hasher.bands):
-            buckets: dict[int, list[int]] = {}
-            for i, k in enumerate(keys[:, b].tolist()):
-                buckets.setdefault(k, []).append(i)
-            for members in buckets.values():
-                if len(members) < 2:
-                    continue
+            for members in _buckets(keys[:, b]):
                 # all pairs in small buckets; star edges from the first member in big ones
                 pairs = ([(x, y) for k, x in enumerate(members) for y in members[k + 1:]]
                          if len(members) <= 32 else [(members[0], y) for y in members[1:]])
