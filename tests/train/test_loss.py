@@ -39,3 +39,27 @@ def test_schedule_warmup_cosine_min_and_two_epoch_sizing():
     # sized for 2 epochs, stopped after 1: the last LR is still half-way down the cosine
     end = lr_at(50, peak, low, 0, 100)
     assert end == pytest.approx(low + 0.5 * (peak - low) * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_optimizer_state_allocated_up_front_changes_nothing():
+    """allocate_optimizer_state: parameters untouched, and training follows the lazily-initialised path."""
+    from meditron.train.loop import allocate_optimizer_state
+
+    g = torch.Generator().manual_seed(0)
+    init = [torch.randn(8, 4, generator=g), torch.randn(4, generator=g)]
+    grads = [[torch.randn_like(p) for p in init] for _ in range(3)]
+    runs = []
+    for early in (False, True):
+        params = [torch.nn.Parameter(p.clone()) for p in init]
+        opt = torch.optim.AdamW([{"params": params[:1], "weight_decay": 0.1}, {"params": params[1:], "weight_decay": 0.0}],
+                                lr=1e-2, betas=(0.9, 0.95), eps=1e-5, fused=True)
+        if early:
+            allocate_optimizer_state(opt)
+            assert all(torch.equal(p, q) for p, q in zip(params, init))
+            assert len(opt.state) == 2 and all(p.grad is None for p in params)
+        for step_grads in grads:
+            for p, gr in zip(params, step_grads):
+                p.grad = gr.clone()
+            opt.step()
+        runs.append([p.detach().clone() for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))

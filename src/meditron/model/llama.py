@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from meditron.model import lean
 from meditron.model.config import ModelConfig
 
 
@@ -160,6 +161,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in fp32 like the reference, then scale in the input dtype (bf16 rounds like HF's).
+        if x.dtype == torch.float32 and lean.usable(x, self.weight):
+            return lean.rms_norm(x, self.weight, self.eps)       # training: saves x and 1/rms only
         if x.dtype == torch.float32 and type(x) is torch.Tensor and type(self.weight.data) is torch.Tensor:
             # the same arithmetic in one call (bit-identical in fp32); DTensors take the explicit path
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
@@ -244,6 +247,8 @@ class FeedForward(nn.Module):
         if self._fused is not None and self._fused[0].data_ptr() == self.w1.weight.data_ptr():
             gate, up = few_rows_linear(x, *self._fused).chunk(2, dim=-1)
             return few_rows_linear(F.silu(gate) * up, self.w2.weight)
+        if type(self.w2) is nn.Linear and lean.usable(x, self.w2.weight):
+            return lean.swiglu_down(self.w1(x), self.w3(x), self.w2.weight)   # training: saves gate, up
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 

@@ -46,6 +46,30 @@ class TrainingError(MeditronError):
     """Training cannot go on (out of memory, repeated non-finite steps with nothing to roll back to)."""
 
 
+def allocate_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Create AdamW's moments now, exactly as its first step would (zeros, step 0).
+
+    Allocated lazily, they would land in the middle of the first step's freed activations and
+    fragment the heap: on CPU the peak RSS of SmolLM2-135M at 4 × 512 tokens was 0.4 GB higher.
+    Done with torch's own code: one step on zero gradients at lr 0 (which leaves every parameter
+    bit-identical, weight decay included), then the step counters back to 0.
+    """
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    for g in optimizer.param_groups:
+        g["lr"] = 0.0
+        for p in g["params"]:
+            p.grad = torch.zeros_like(p)
+    optimizer.step()
+    for g, lr in zip(optimizer.param_groups, lrs):
+        g["lr"] = lr
+    for state in optimizer.state.values():
+        if torch.is_tensor(state.get("step")):
+            state["step"].zero_()
+        elif "step" in state:
+            state["step"] = 0
+    optimizer.zero_grad(set_to_none=True)
+
+
 def lr_at(step: int, peak: float, min_lr: float, warmup: int, total: int) -> float:
     """LR of optimizer step `step` (1-based): linear warmup to `peak`, cosine to `min_lr` at `total`."""
     if warmup > 0 and step <= warmup:
@@ -256,8 +280,10 @@ class Trainer:
             groups.append({"params": no_decay, "weight_decay": 0.0})
         # The fused kernel (one pass, no full-size temporaries) on plain tensors; foreach on DTensors.
         fused = not self.env.distributed
-        return torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay,
-                                 **({"fused": True} if fused else {"foreach": True}))
+        optimizer = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                      weight_decay=o.weight_decay, **({"fused": True} if fused else {"foreach": True}))
+        allocate_optimizer_state(optimizer)
+        return optimizer
 
     def _meta(self) -> dict[str, Any]:
         return {
