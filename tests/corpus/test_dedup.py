@@ -89,3 +89,34 @@ def test_band_buckets_match_a_dictionary_of_lists():
     want = sorted(m for m in expected.values() if len(m) > 1)
     assert sorted(_buckets(keys)) == want
     assert _buckets(np.arange(5, dtype=np.uint64)) == []
+
+
+def test_blocked_signature_equals_the_direct_minimum():
+    """The signature is hashed in blocks of MinHasher.BLOCK shingles; blocks must not change it."""
+    from meditron.corpus.ngrams import ngram_hashes
+
+    h = MinHasher(5, 20, 5, seed=3)
+    wh = np.random.default_rng(0).integers(0, 2**63, size=3 * h.BLOCK + 17, dtype=np.uint64)
+    sh = np.unique(ngram_hashes(wh, 5))
+    with np.errstate(over="ignore"):
+        direct = (sh[:, None] * h.a[None, :] + h.b[None, :]).min(axis=0)
+    assert np.array_equal(h.signature(wh), (direct >> np.uint64(32)).astype(np.uint32))
+
+
+def test_hashes_of_several_lengths_share_one_running_polynomial():
+    from meditron.corpus.ngrams import ngram_hashes, ngram_hashes_by_length
+
+    wh = np.random.default_rng(1).integers(0, 2**63, size=40, dtype=np.uint64)
+    lengths = [13, 8, 9, 12, 10, 11, 45]
+    got = dict(ngram_hashes_by_length(wh, lengths))
+    assert sorted(got) == sorted(lengths)
+    for n in lengths:
+        assert np.array_equal(got[n], ngram_hashes(wh, n)), n
+    assert got[45].size == 0
+    # the reference definition: an avalanche of sum(w[i+j] * P^(n-1-j))
+    from meditron.corpus.ngrams import _P, _avalanche
+    with np.errstate(over="ignore"):
+        poly = np.uint64(0)
+        for w in wh[3:11]:
+            poly = poly * _P + w
+    assert got[8][3] == _avalanche(np.array([poly]))[0]

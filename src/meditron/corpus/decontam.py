@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from meditron.corpus.ngrams import ngram_hashes, word_hashes
+from meditron.corpus.ngrams import ngram_hashes, ngram_hashes_by_length, word_hashes
 from meditron.errors import DataError
 
 MMLU_MEDICAL = ["anatomy", "clinical_knowledge", "college_biology", "college_medicine", "high_school_biology",
@@ -156,10 +156,9 @@ class NgramIndex:
         found: set[int] = set()
         bm = self._bitmap()
         mask = np.uint64((1 << self._BITS) - 1)
-        for L, (h, it) in self.tables.items():
-            if wh.size < L or h.size == 0:
-                continue
-            q = ngram_hashes(wh, L)
+        lengths = [L for L, (h, _) in self.tables.items() if wh.size >= L and h.size]
+        for L, q in ngram_hashes_by_length(wh, lengths):
+            h, it = self.tables[L]
             pos = q & mask
             maybe = (bm[(pos >> np.uint64(3)).astype(np.int64)] >> (pos & np.uint64(7)).astype(np.uint8)) & 1
             q = q[maybe.astype(bool)]

@@ -39,19 +39,41 @@ def word_hashes(text: str) -> np.ndarray:
 
 def ngram_hashes(wh: np.ndarray, n: int) -> np.ndarray:
     """Hashes of all n-grams of a word-hash array (empty if fewer than n words)."""
-    m = wh.size - n + 1
-    if m <= 0:
-        return np.zeros(0, dtype=np.uint64)
+    return next(ngram_hashes_by_length(wh, [n]))[1]
+
+
+def ngram_hashes_by_length(wh: np.ndarray, lengths):
+    """(n, hashes of all n-grams) for each n of `lengths`, ascending; equal to `ngram_hashes(wh, n)`.
+
+    The polynomial of an (n+1)-gram is that of its n-gram times P plus one word, so the lengths
+    share one running polynomial: decontamination looks up 6 lengths per document, and this does
+    about a third of the array passes of hashing each length from scratch.
+    """
+    poly, done = None, 0
     with np.errstate(over="ignore"):
-        h = np.zeros(m, dtype=np.uint64)
-        for j in range(n):
-            h = h * _P + wh[j:j + m]
-        # final avalanche (splitmix64 finaliser) so nearby n-grams spread over the range
-        h ^= h >> np.uint64(30)
-        h *= np.uint64(0xBF58476D1CE4E5B9)
-        h ^= h >> np.uint64(27)
-        h *= np.uint64(0x94D049BB133111EB)
-        h ^= h >> np.uint64(31)
+        for n in sorted(lengths):
+            m = wh.size - n + 1
+            if m <= 0:
+                yield n, np.zeros(0, dtype=np.uint64)
+                continue
+            if poly is None:
+                poly = np.zeros(m, dtype=np.uint64)
+            else:
+                poly = poly[:m]
+            for j in range(done, n):
+                poly *= _P
+                poly += wh[j:j + m]
+            done = n
+            yield n, _avalanche(poly.copy())
+
+
+def _avalanche(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, in place, so nearby n-grams spread over the range."""
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(31)
     return h
 
 
