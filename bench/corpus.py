@@ -3,6 +3,9 @@
     PYTHONPATH=src python bench/corpus.py [--config configs/corpus-sample.yaml] [--workers 1 2]
                                           [--set key=value ...] [--no-append]
 
+`--workers 1 2 2 1` interleaves repeated builds and also reports the ratio of mean wall times, so a
+machine whose speed drifts during the benchmark biases neither side.
+
 Each run is a fresh build (new output folder). Reports documents/s and MB/s (input bytes, after
 decompression) for the whole pipeline and per worker, the time of each stage, and the speedup of
 N workers over 1 (target: 2 workers >= 1.8x one). Appends a dated entry to BENCHMARKS.md.
@@ -15,6 +18,7 @@ import gzip
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -136,6 +140,14 @@ def main() -> int:
              "(target: 2 workers >= 1.8x one). MB = input bytes after decompression. 'cores free (probe)' = 2 x the "
              "time of one CPU-bound spin alone / the time of two at once, measured just before each build: the "
              "speedup any engine could show at that moment; the load average shows what else ran.")
+    by_w: dict[int, list[float]] = {}
+    for r in results:
+        by_w.setdefault(r["workers"], []).append(r["wall_s"])
+    if any(len(v) > 1 for v in by_w.values()):   # e.g. --workers 1 2 2 1: drift of the machine cancels out
+        w0 = min(by_w)
+        paired = "; ".join(f"{w} workers: {statistics.mean(by_w[w0]) / statistics.mean(v):.2f}x "
+                           f"(mean of {len(by_w[w0])} vs {len(v)} runs)" for w, v in sorted(by_w.items()) if w != w0)
+        notes = f"Interleaved runs, mean wall time of {w0} worker(s) / mean wall time of N: {paired}. " + notes
     if args.no_append:
         print(table)
         print(notes)
