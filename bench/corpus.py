@@ -6,9 +6,10 @@
 `--workers 1 2 2 1` interleaves repeated builds and also reports the ratio of mean wall times, so a
 machine whose speed drifts during the benchmark biases neither side.
 
-Each run is a fresh build (new output folder). Reports documents/s and MB/s (input bytes, after
-decompression) for the whole pipeline and per worker, the time of each stage, and the speedup of
-N workers over 1 (target: 2 workers >= 1.8x one). Appends a dated entry to BENCHMARKS.md.
+Each run is a fresh build (new output folder) in its own Python process. Reports documents/s
+and MB/s (input bytes, after decompression) for the whole pipeline and per worker, the time of
+each stage, and the speedup of N workers over 1 (target: 2 workers >= 1.8x one). Appends a dated
+entry to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -72,6 +74,17 @@ def parallel_capacity(n: int = 6_000_000) -> float:
     return 2 * one / two
 
 
+def build_in_subprocess(config: str, out: Path, workers: int, overrides: list[str]) -> Path:
+    """One build in a fresh interpreter: no cache (word hashes, tokenizer) carries over from an
+    earlier build into a later one, whichever the order. Startup and imports count in its time."""
+    code = ("import sys; from meditron.corpus.pipeline import build; "
+            "build(sys.argv[1], sys.argv[2], workers=int(sys.argv[3]), overrides=sys.argv[4:])")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-c", code, config, str(out), str(workers), *overrides], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
 def cpu_seconds() -> float:
     import resource
 
@@ -88,7 +101,6 @@ def main() -> int:
     args = ap.parse_args()
 
     from meditron.corpus.config import load_corpus_config
-    from meditron.corpus.pipeline import build
 
     cfg = load_corpus_config(args.config, args.overrides)
     nbytes = input_bytes(cfg) if not cfg.limit_per_source else None
@@ -99,7 +111,7 @@ def main() -> int:
         cap = parallel_capacity()
         cpu0 = cpu_seconds()
         t0 = time.perf_counter()
-        out = build(args.config, tmp / "out", workers=w, overrides=args.overrides)
+        out = build_in_subprocess(args.config, tmp / "out", w, args.overrides)
         wall = time.perf_counter() - t0
         cpu = cpu_seconds() - cpu0
         card = json.loads((out / "datacard.json").read_text())
@@ -135,7 +147,7 @@ def main() -> int:
     notes_cpu = ("; ".join(extra) + f". Serial part of the 1-worker run (setup + select + pack + report + "
                  f"startup): {serial:.1f} s of {base['wall_s']:.1f} s, so on 2 free cores the pipeline's own bound "
                  f"is {ideal:.2f}x (Amdahl, from this run's stage times).")
-    notes = notes_cpu + " " + (f"Config `{Path(args.config).name}` {' '.join(args.overrides)}; each run is a fresh build. Baseline = the "
+    notes = notes_cpu + " " + (f"Config `{Path(args.config).name}` {' '.join(args.overrides)}; each run is a fresh build in its own process. Baseline = the "
              f"same pipeline with {base['workers']} worker, measured in the same run; ratio = its wall time / ours "
              "(target: 2 workers >= 1.8x one). MB = input bytes after decompression. 'cores free (probe)' = 2 x the "
              "time of one CPU-bound spin alone / the time of two at once, measured just before each build: the "

@@ -249,3 +249,5 @@ def test_compressed_jsonl_is_the_same_bytes_whatever_the_thread_count(tmp_path):
     assert outs[0] == outs[1]
     assert outs[0].count(b"\x1f\x8b\x08") >= 10                        # many members at this block size
     assert [json.loads(l) for l in gzip.open(tmp_path / "t3.jsonl.gz", "rt")] == rows
+    _write_jsonl(tmp_path / "empty.jsonl.gz", iter([]), compress=True, threads=2)
+    assert gzip.open(tmp_path / "empty.jsonl.gz").read() == b""         # a valid, empty stream

@@ -58,3 +58,23 @@ def test_lean_path_stays_out_of_inference_and_autocast(model):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not lean.usable(x, model.norm.weight)
     assert lean.usable(x, model.norm.weight)
+
+
+def test_swiglu_backward_in_bf16_is_as_accurate_as_the_plain_ops():
+    """FSDP's mixed precision runs the lean path with bf16 activations: its gradients must be no
+    further from the exact (fp64) ones than autograd's own bf16 gradients are."""
+    gen = torch.Generator().manual_seed(0)
+    gate64, up64 = torch.randn(64, 96, generator=gen, dtype=torch.float64), torch.randn(64, 96, generator=gen, dtype=torch.float64)
+    w64, grad64 = torch.randn(32, 96, generator=gen, dtype=torch.float64) / 10, torch.randn(64, 32, generator=gen, dtype=torch.float64)
+
+    def grads(dtype, use_lean):
+        gate, up, w = (t.detach().to(dtype).clone().requires_grad_() for t in (gate64, up64, w64))
+        out = lean.swiglu_down(gate, up, w) if use_lean else (torch.nn.functional.silu(gate) * up) @ w.t()
+        out.backward(grad64.to(dtype))
+        return [t.grad.double() for t in (gate, up, w)]
+
+    exact = grads(torch.float64, False)
+    for ours, plain, ref in zip(grads(torch.bfloat16, True), grads(torch.bfloat16, False), exact):
+        err_ours, err_plain = (ours - ref).norm() / ref.norm(), (plain - ref).norm() / ref.norm()
+        assert err_ours <= 1.1 * err_plain + 1e-4, (err_ours.item(), err_plain.item())
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(grads(torch.float64, True), exact))

@@ -41,7 +41,8 @@ def test_schedule_warmup_cosine_min_and_two_epoch_sizing():
     assert end == pytest.approx(low + 0.5 * (peak - low) * (1 + math.cos(math.pi * 0.5)))
 
 
-def test_optimizer_state_allocated_up_front_changes_nothing():
+@pytest.mark.parametrize("kernel", ["fused", "foreach"])     # single process / distributed (DTensors)
+def test_optimizer_state_allocated_up_front_changes_nothing(kernel):
     """allocate_optimizer_state: parameters untouched, and training follows the lazily-initialised path."""
     from meditron.train.loop import allocate_optimizer_state
 
@@ -52,7 +53,7 @@ def test_optimizer_state_allocated_up_front_changes_nothing():
     for early in (False, True):
         params = [torch.nn.Parameter(p.clone()) for p in init]
         opt = torch.optim.AdamW([{"params": params[:1], "weight_decay": 0.1}, {"params": params[1:], "weight_decay": 0.0}],
-                                lr=1e-2, betas=(0.9, 0.95), eps=1e-5, fused=True)
+                                lr=1e-2, betas=(0.9, 0.95), eps=1e-5, **{kernel: True})
         if early:
             allocate_optimizer_state(opt)
             assert all(torch.equal(p, q) for p, q in zip(params, init))

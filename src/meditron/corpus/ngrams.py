@@ -50,21 +50,19 @@ def ngram_hashes_by_length(wh: np.ndarray, lengths):
     about a third of the array passes of hashing each length from scratch.
     """
     poly, done = None, 0
-    with np.errstate(over="ignore"):
-        for n in sorted(lengths):
-            m = wh.size - n + 1
-            if m <= 0:
-                yield n, np.zeros(0, dtype=np.uint64)
-                continue
-            if poly is None:
-                poly = np.zeros(m, dtype=np.uint64)
-            else:
-                poly = poly[:m]
+    for n in sorted(lengths):
+        m = wh.size - n + 1
+        if m <= 0:
+            yield n, np.zeros(0, dtype=np.uint64)
+            continue
+        poly = np.zeros(m, dtype=np.uint64) if poly is None else poly[:m]
+        with np.errstate(over="ignore"):     # never held across the yield: the caller's state is its own
             for j in range(done, n):
                 poly *= _P
                 poly += wh[j:j + m]
-            done = n
-            yield n, _avalanche(poly.copy())
+            h = _avalanche(poly.copy())
+        done = n
+        yield n, h
 
 
 def _avalanche(h: np.ndarray) -> np.ndarray:

@@ -99,20 +99,24 @@ def _blocks(chunks, size: int):
 
 
 def _write_gzip_members(f, blocks, threads: int) -> None:
+    """Compress each block as its own gzip member, in order; no rows still make a valid (empty) stream."""
+    written = 0
     if threads <= 1:
         for block in blocks:
-            f.write(gzip.compress(block, compresslevel=6, mtime=0))
-        return
-    from concurrent.futures import ThreadPoolExecutor
+            written += f.write(gzip.compress(block, compresslevel=6, mtime=0))
+    else:
+        from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(threads) as pool:
-        pending = []
-        for block in blocks:
-            pending.append(pool.submit(gzip.compress, block, 6, mtime=0))
-            while len(pending) > threads:       # bounded memory: at most threads + 1 blocks in flight
-                f.write(pending.pop(0).result())
-        for fut in pending:
-            f.write(fut.result())
+        with ThreadPoolExecutor(threads) as pool:
+            pending = []
+            for block in blocks:
+                pending.append(pool.submit(gzip.compress, block, 6, mtime=0))
+                while len(pending) > threads:   # bounded memory: threads + 2 blocks at most (one being built)
+                    written += f.write(pending.pop(0).result())
+            for fut in pending:
+                written += f.write(fut.result())
+    if not written:
+        f.write(gzip.compress(b"", compresslevel=6, mtime=0))
 
 
 def _read_jsonl(path: Path) -> list[dict]:

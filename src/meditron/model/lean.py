@@ -11,9 +11,12 @@ Autograd keeps every intermediate an op's backward asks for. Per layer of SmolLM
   on tensors that are about to be read anyway, no matmul recomputed.
 
 Together they cut activation memory by 38% and run fewer elementwise passes than the
-decomposed graph. The arithmetic is the reference's (same formulas, fp32 statistics), so
-losses agree with the plain modules to float rounding. Used only on plain tensors outside
-autocast; DTensors (tensor parallelism) and autocast take the modules' ordinary path.
+decomposed graph. The arithmetic is the reference's (same formulas; the SwiGLU backward works
+in fp32 and rounds once, like torch's kernels), so losses agree with the plain modules to float
+rounding. Used on plain tensors outside autocast: single-process training and FSDP2 (whose
+gathered parameters are plain tensors, bf16 under its mixed precision). RMSNorm takes it in
+fp32 only. DTensors (tensor parallelism), autocast and a LoRA-wrapped `w2` take the modules'
+ordinary path.
 """
 
 from __future__ import annotations
@@ -47,18 +50,23 @@ class _SwiGLUDown(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         gate, up, w2 = ctx.saved_tensors
-        sig = torch.sigmoid(gate)
-        silu = gate * sig
+        dtype = gate.dtype
+        # Elementwise work in fp32 and one rounding at the end, as torch's own kernels do for
+        # bf16/fp16 (FSDP's mixed precision runs this path with bf16 activations).
+        work = torch.promote_types(dtype, torch.float32)     # fp32 for bf16/fp16, unchanged above
+        g, u = gate.to(work), up.to(work)
+        sig = torch.sigmoid(g)
+        silu = g * sig
         grad_w2 = None
         if ctx.needs_input_grad[2]:
-            prod = silu * up
+            prod = (silu * u).to(dtype)
             grad_w2 = grad.reshape(-1, grad.shape[-1]).t() @ prod.reshape(-1, prod.shape[-1])
             del prod
-        grad_p = torch.matmul(grad, w2)
-        grad_up = grad_p * silu
+        grad_p = torch.matmul(grad, w2).to(work)
+        grad_up = (grad_p * silu).to(dtype)
         del silu
         # d silu(g) / dg = sig * (1 + g * (1 - sig)), as torch's silu_backward
-        grad_gate = grad_p.mul_(up).mul_(sig * (1 + gate * (1 - sig)))
+        grad_gate = grad_p.mul_(u).mul_(sig * (1 + g * (1 - sig))).to(dtype)
         return grad_gate, grad_up, grad_w2
 
 
