@@ -63,3 +63,14 @@ def test_clean_medical_text_not_flagged(index):
             "regular physical activity and weight loss lower blood pressure. Which of the following is the most "
             "likely diagnosis is a phrase many exam questions share, but it is not evidence of contamination.")
     assert index.match(word_hashes(text)) == set()
+
+
+def test_index_built_in_worker_processes_is_identical(index, shared_data):
+    """The setup step hashes the benchmarks in `workers` forked processes; the tables must not change."""
+    import numpy as np
+
+    items = read_benchmarks(shared_data / "benchmarks", NAMES)
+    par = build_index(items, ngram=13, min_words=8, max_items_per_ngram=3, workers=3)
+    assert sorted(par.tables) == sorted(index.tables) and par.items == index.items
+    for L, (h, it) in index.tables.items():
+        assert np.array_equal(par.tables[L][0], h) and np.array_equal(par.tables[L][1], it), L

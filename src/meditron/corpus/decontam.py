@@ -171,13 +171,21 @@ class NgramIndex:
         return found
 
 
-def build_index(items: list[Item], ngram: int = 13, min_words: int = 8, max_items_per_ngram: int = 3) -> NgramIndex:
+_POOL_ITEMS: list[Item] | None = None
+
+
+def _hash_span(a: int, b: int, ngram: int, min_words: int):
+    return _hash_items(_POOL_ITEMS, a, b, ngram, min_words)
+
+
+def _hash_items(items: list[Item], a: int, b: int, ngram: int, min_words: int):
+    """n-gram hashes and the owning item's index, per length, for items a..b-1."""
     hashes: dict[int, list[np.ndarray]] = {}
     owners: dict[int, list[np.ndarray]] = {}
     long_wh: list[np.ndarray] = []
     long_owner: list[int] = []
-    for idx, item in enumerate(items):
-        for seg in item.segments:
+    for idx in range(a, b):
+        for seg in items[idx].segments:
             wh = word_hashes(seg or "")
             if wh.size >= ngram:
                 long_wh.append(wh)
@@ -193,6 +201,34 @@ def build_index(items: list[Item], ngram: int = 13, min_words: int = 8, max_item
         inside = seg_of[: h.size] == seg_of[ngram - 1:]
         hashes.setdefault(ngram, []).append(h[inside])
         owners.setdefault(ngram, []).append(np.asarray(long_owner, dtype=np.int32)[seg_of[: h.size][inside]])
+    return ({L: np.concatenate(v) for L, v in hashes.items()}, {L: np.concatenate(v) for L, v in owners.items()})
+
+
+def build_index(items: list[Item], ngram: int = 13, min_words: int = 8, max_items_per_ngram: int = 3,
+                workers: int = 1) -> NgramIndex:
+    """The index of every benchmark item's n-grams. With workers > 1 (fork only) the items are
+    hashed in that many processes: the build runs before any parallel stage, so its time is
+    serial. The tables are sorted at the end, so they do not depend on `workers`."""
+    hashes: dict[int, list[np.ndarray]] = {}
+    owners: dict[int, list[np.ndarray]] = {}
+    step = -(-len(items) // max(1, workers))
+    spans = [(a, min(len(items), a + step)) for a in range(0, len(items), step)] if items else []
+    if workers > 1 and len(spans) > 1:
+        import multiprocessing as mp
+
+        global _POOL_ITEMS
+        _POOL_ITEMS = items                     # inherited by the forked children, not pickled
+        try:
+            with mp.get_context("fork").Pool(len(spans)) as pool:
+                parts = pool.starmap(_hash_span, [(a, b, ngram, min_words) for a, b in spans])
+        finally:
+            _POOL_ITEMS = None
+    else:
+        parts = [_hash_items(items, a, b, ngram, min_words) for a, b in spans]
+    for part_h, part_o in parts:
+        for L in part_h:
+            hashes.setdefault(L, []).append(part_h[L])
+            owners.setdefault(L, []).append(part_o[L])
     tables = {}
     for L in sorted(hashes):
         h, it = np.concatenate(hashes[L]), np.concatenate(owners[L])

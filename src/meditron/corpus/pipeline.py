@@ -571,7 +571,9 @@ def build(config_path: str | os.PathLike | None, out_dir: str | os.PathLike, wor
         if not items:
             raise DataError(f"no benchmark items found under {cfg.decontam.benchmarks_dir}; "
                             "fix decontam.benchmarks_dir or set decontam.enabled=false")
-        index = build_index(items, cfg.decontam.ngram, cfg.decontam.min_words, cfg.decontam.max_items_per_ngram)
+        local_fork = cfg.executor.kind == "local" and cfg.executor.start_method == "fork"
+        index = build_index(items, cfg.decontam.ngram, cfg.decontam.min_words, cfg.decontam.max_items_per_ngram,
+                            workers=workers if local_fork else 1)
         tmp = work / "bench_index.tmp.npz"
         index.save(tmp)
         os.replace(tmp.with_suffix(".json"), work / "bench_index.json")
