@@ -60,18 +60,18 @@ def ngram_hashes_by_length(wh: np.ndarray, lengths):
             for j in range(done, n):
                 poly *= _P
                 poly += wh[j:j + m]
-            h = _avalanche(poly.copy())
         done = n
-        yield n, h
+        yield n, _avalanche(poly.copy())
 
 
 def _avalanche(h: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser, in place, so nearby n-grams spread over the range."""
-    h ^= h >> np.uint64(30)
-    h *= np.uint64(0xBF58476D1CE4E5B9)
-    h ^= h >> np.uint64(27)
-    h *= np.uint64(0x94D049BB133111EB)
-    h ^= h >> np.uint64(31)
+    """splitmix64's finaliser, in place, so nearby n-grams spread over the range (uint64 wraps)."""
+    with np.errstate(over="ignore"):
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
     return h
 
 

@@ -1,7 +1,7 @@
 """Memory-lean autograd for training: RMSNorm and the SwiGLU tail, saving inputs, not intermediates.
 
 Autograd keeps every intermediate an op's backward asks for. Per layer of SmolLM2-135M at
-4 × 512 tokens that is 91 MB, and two thirds of it is cheap to recompute:
+4 × 512 tokens that is 91 MB, and over a third of it is cheap to recompute:
 
 - `F.rms_norm` decomposes into pow, mean, rsqrt and two muls, and saves the normalised
   input before the weight multiplication (4.7 MB per norm) next to the output the following

@@ -161,11 +161,12 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Normalise in fp32 like the reference, then scale in the input dtype (bf16 rounds like HF's).
-        if x.dtype == torch.float32 and lean.usable(x, self.weight):
-            return lean.rms_norm(x, self.weight, self.eps)       # training: saves x and 1/rms only
-        if x.dtype == torch.float32 and type(x) is torch.Tensor and type(self.weight.data) is torch.Tensor:
-            # the same arithmetic in one call (bit-identical in fp32); DTensors take the explicit path
-            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        if x.dtype == torch.float32:
+            if lean.usable(x, self.weight):
+                return lean.rms_norm(x, self.weight, self.eps)   # training: saves x and 1/rms only
+            if type(x) is torch.Tensor and type(self.weight.data) is torch.Tensor:
+                # the same arithmetic in one call (bit-identical in fp32); DTensors take the explicit path
+                return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         h = x.float()
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * h.to(x.dtype)
