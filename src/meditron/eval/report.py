@@ -19,7 +19,7 @@ def compute_results(cfg, plans, records: dict, timing: dict | None = None) -> di
     out: dict[str, Any] = {
         "meditron_version": __version__,
         "config": {k: getattr(cfg, k) for k in ("model", "mode", "shots", "seeds", "prompt_style", "backend",
-                                               "data_dir", "limit", "sc_samples", "sc_temperature")},
+                                               "data_dir", "limit", "per_subject", "sc_samples", "sc_temperature")},
         "machine": platform.processor() or platform.machine(),
         "benchmarks": {},
         "timing": dict(timing or {}),

@@ -39,6 +39,7 @@ class EvalConfig:
     backend: str = "native"
     data_dir: str | None = None
     limit: int | None = None
+    per_subject: int | None = None  # first N items of each subject / category (None: all)
     out: str | None = None
     sc_samples: int = 5
     sc_temperature: float = 0.8
@@ -58,6 +59,8 @@ class EvalConfig:
             raise ConfigError("--shots must be >= 0")
         if self.limit is not None and self.limit < 1:
             raise ConfigError("--limit must be >= 1")
+        if self.per_subject is not None and self.per_subject < 1:
+            raise ConfigError("--per-subject must be >= 1 (0 on the command line means all)")
         if self.sc_samples < 1:
             raise ConfigError("--sc-samples must be >= 1")
         if self.prompt_style == "lm-eval" and self.mode in ("cot", "sc-cot"):
@@ -82,10 +85,31 @@ class Plan:
     notes: list[str]
 
 
+def first_per_group(items: list[Item], n: int) -> list[Item]:
+    """The first n items of each group (subject, category), in the benchmark's order.
+
+    A fixed, documented subset rather than a random one, so a quick run names exactly which
+    questions it scored and two quick runs are comparable item by item.
+    """
+    seen: dict[str | None, int] = {}
+    kept = []
+    for it in items:
+        if seen.get(it.group, 0) < n:
+            seen[it.group] = seen.get(it.group, 0) + 1
+            kept.append(it)
+    return kept
+
+
 def plan_benchmark(cfg: EvalConfig, name: str) -> Plan:
     bench = bench_registry.get(name)
     notes: list[str] = []
     items = bench.load(bench.test_split, cfg.data_dir)
+    if cfg.per_subject:
+        total = len(items)
+        items = first_per_group(items, cfg.per_subject)
+        if len(items) < total:
+            what = f"each {bench.group_name}" if bench.group_name else "the benchmark"
+            notes.append(f"first {cfg.per_subject} questions of {what}: {len(items):,} of {total:,}")
     if cfg.limit:
         items = items[: cfg.limit]
     shots = 3 if cfg.shots is None else cfg.shots
@@ -324,4 +348,4 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, progress: bool = T
     return Runner(cfg, backend, progress).run()
 
 
-__all__ = ["EvalConfig", "MODES", "Plan", "Runner", "plan_benchmark", "read_predictions", "run_eval"]
+__all__ = ["EvalConfig", "MODES", "Plan", "Runner", "first_per_group", "plan_benchmark", "read_predictions", "run_eval"]
