@@ -1,12 +1,17 @@
 """Training throughput and memory: meditron vs Hugging Face `Trainer`, continuing SmolLM2-135M on CPU.
 
-    PYTHONPATH=src python bench/train.py [--steps 5] [--batch 4] [--seq 512]
+    PYTHONPATH=src python bench/train.py [--steps 5] [--batch 4] [--seq 512] \
+        [--variants selective+compile,none] [--hf-variants eager,compile] [--rounds 2]
 
 Same weights (the embedded SmolLM2-135M-Instruct, as a Hugging Face folder for transformers), same
 batch × sequence, fp32, AdamW (0.9, 0.95, eps 1e-5, wd 0.1), clip 1.0, same CPU, same run. Each
 trainer runs in its own subprocess so its peak RSS is its own; each times a 1024³ fp32 matmul just
 before training, so its throughput can be read as a fraction of the machine's fp32 peak at that
-moment. Reported: median tokens/s over the steps after the first, peak RSS. Appends to BENCHMARKS.md.
+moment. Reported: median tokens/s over the steps after the first, peak RSS, and the first step's time
+(which holds torch.compile's compilation: every child gets an empty inductor cache). A meditron variant
+is `AC[+compile]` (AC = none, selective, full); HF variants are `eager` (the baseline every ratio is
+taken against) and `compile` (`TrainingArguments(torch_compile=True)`). With --rounds N the whole list
+runs N times, reversed every other round, and each row is the mean over rounds. Appends to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -46,11 +51,13 @@ def child_meditron(args) -> dict:
     from meditron.train.loop import Trainer
 
     out = Path(tempfile.mkdtemp(prefix="bench-meditron-"))
+    ac, _, compiled = args.ac.partition("+")
     cfg = load_train_config(REPO / "configs" / "nano.yaml", [
         f"train.steps={args.steps}", f"train.seq_len={args.seq}", f"train.micro_batch={args.batch}",
         f"train.global_batch={args.batch}", "data.valid_fraction=0", "eval.interval=0",
         "checkpoint.interval=0", "checkpoint.save_final=false", "log.tensorboard=false", "log.progress=false",
-        f"parallel.activation_checkpoint={args.ac}", "optim.warmup_steps=1", "optim.schedule_factor=1",
+        f"parallel.activation_checkpoint={ac}", f"train.compile={str(compiled == 'compile').lower()}",
+        "optim.warmup_steps=1", "optim.schedule_factor=1",
         f"log.peak_flops={args.peak}",
     ])
     trainer = Trainer(cfg, out)
@@ -58,8 +65,9 @@ def child_meditron(args) -> dict:
     trainer.run()
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     shutil.rmtree(out, ignore_errors=True)
-    times = [r["step_time_s"] for r in rows if "step_time_s" in r][1:]
-    return {"step_times": times, "peak_flops": peak, "loss": [r["loss"] for r in rows if "loss" in r]}
+    times = [r["step_time_s"] for r in rows if "step_time_s" in r]
+    return {"step_times": times[1:], "first_step_s": times[0], "peak_flops": peak,
+            "loss": [r["loss"] for r in rows if "loss" in r]}
 
 
 def child_hf(args) -> dict:
@@ -88,19 +96,28 @@ def child_hf(args) -> dict:
         max_steps=args.steps, learning_rate=3e-4, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95,
         adam_epsilon=1e-5, max_grad_norm=1.0, lr_scheduler_type="cosine", warmup_steps=1, logging_steps=1,
         save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0, disable_tqdm=True,
+        torch_compile=args.ac == "compile",
     )
     trainer = Trainer(model=model, args=targs, train_dataset=data, callbacks=[Clock()])
     peak = matmul_peak_gflops(n=1024) * 1e9
     trainer.train()
     shutil.rmtree(targs.output_dir, ignore_errors=True)
     loss = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"step_times": times[1:], "peak_flops": peak, "loss": loss, "optim": str(targs.optim)}
+    return {"step_times": times[1:], "first_step_s": times[0], "peak_flops": peak, "loss": loss,
+            "optim": str(targs.optim)}
+
+
+def label(name: str, variant: str) -> str:
+    if name == "hf":
+        return "HF Trainer" if variant == "eager" else f"HF Trainer ({variant})"
+    return f"meditron ({variant})"
 
 
 def child_cmd(name: str, args, extra: list[str], core: int | None) -> tuple[list[str], dict]:
     cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--batch", str(args.batch),
            "--seq", str(args.seq), *extra]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"),
+           "TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="bench-inductor-")}  # compile from scratch
     if core is not None:  # one core, one thread each: both trainers see the same share of a shared machine
         cmd = ["taskset", "-c", str(core), *cmd]
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -135,9 +152,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=512)
-    ap.add_argument("--ac", default="none", help="child option: activation checkpointing of meditron")
+    ap.add_argument("--ac", default="none", help="child option: the variant (meditron AC[+compile], HF eager|compile)")
     ap.add_argument("--peak", type=float, default=190e9, help="child option: stated CPU peak for the MFU column")
-    ap.add_argument("--variants", default="none,full", help="meditron activation-checkpointing variants to run")
+    ap.add_argument("--variants", default="selective+compile,none",
+                    help="meditron variants: AC[+compile], AC = none | selective | full")
+    ap.add_argument("--hf-variants", default="eager", help="HF Trainer variants: eager (the baseline), compile")
+    ap.add_argument("--rounds", type=int, default=1, help="run the list this many times, alternating its order")
     ap.add_argument("--timeout", type=int, default=3600)
     ap.add_argument("--child")
     ap.add_argument("--no-write", action="store_true")
@@ -157,26 +177,36 @@ def main() -> None:
     tokens = args.batch * args.seq
     fpt = flops_per_token(args.seq)
     load = os.getloadavg()[0]
-    rows = []
-    variants = args.variants.split(",")
+    jobs = [("meditron", v) for v in args.variants.split(",")] + [("hf", v) for v in args.hf_variants.split(",")]
+    if ("hf", "eager") not in jobs:
+        raise SystemExit("--hf-variants must include eager: it is the baseline of every ratio")
     if args.pair:  # each meditron variant side by side with its own HF Trainer run
-        groups = [[("meditron", ["--ac", v]), ("hf", [])] for v in variants]
-    else:
-        groups = [[("meditron", ["--ac", v]) for v in variants] + [("hf", [])]]
+        groups = [[job, ("hf", "eager")] for job in jobs if job[0] == "meditron"]
+    else:  # one after the other; every other round in reverse order, so drift hits both sides alike
+        groups = [jobs if r % 2 == 0 else jobs[::-1] for r in range(args.rounds)]
+    runs: dict[str, list[dict]] = {}  # label -> one result per run
     for group in groups:
-        res = run_children(group, args)
-        named = {(f"meditron (ac={extra[1]})" if name == "meditron" else "HF Trainer"): r
-                 for (name, extra), r in zip(group, res)}
-        hf = named["HF Trainer"]
-        hf_tps = tokens / statistics.median(hf["step_times"])
-        for name, r in named.items():
-            tps = tokens / statistics.median(r["step_times"])
-            rows.append((name, tps, tps * fpt / r["peak_flops"], r["peak_flops"] / 1e9, r["peak_rss_gb"],
-                         tps / hf_tps, r["peak_rss_gb"] / hf["peak_rss_gb"]))
-    header = "| trainer | tokens/s | fraction of fp32 matmul peak | matmul peak GFLOP/s | peak RSS GB | tok/s vs HF | RSS vs HF |"
-    lines = [header, "|---|---|---|---|---|---|---|"]
-    for name, tps, frac, pk, rss, r_tps, r_rss in rows:
-        lines.append(f"| {name} | {tps:.1f} | {frac:.0%} | {pk:.0f} | {rss:.2f} | {r_tps:.2f}× | {r_rss:.2f}× |")
+        res = run_children([(name, ["--ac", v]) for name, v in group], args)
+        named = {label(name, v): r for (name, v), r in zip(group, res)}
+        for lab, r in named.items():
+            runs.setdefault(lab, []).append(r)
+    base = runs.pop("HF Trainer")
+    base_tps = statistics.mean(tokens / statistics.median(r["step_times"]) for r in base)
+    base_rss = statistics.mean(r["peak_rss_gb"] for r in base)
+    rows = []
+    for lab, rs in [*runs.items(), ("HF Trainer", base)]:
+        tps_each = [tokens / statistics.median(r["step_times"]) for r in rs]
+        tps, rss = statistics.mean(tps_each), statistics.mean(r["peak_rss_gb"] for r in rs)
+        peak = statistics.mean(r["peak_flops"] for r in rs)
+        first = statistics.mean(r["first_step_s"] for r in rs)
+        rows.append((lab, tps, ", ".join(f"{x:.1f}" for x in tps_each), tps * fpt / peak, peak / 1e9, rss, first,
+                     tps / base_tps, rss / base_rss))
+    header = ("| trainer | tokens/s | tokens/s per run | fraction of fp32 matmul peak | matmul peak GFLOP/s | "
+              "peak RSS GB | first step s | tok/s vs HF | RSS vs HF |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
+    for lab, tps, each, frac, pk, rss, first, r_tps, r_rss in rows:
+        lines.append(f"| {lab} | {tps:.1f} | {each} | {frac:.0%} | {pk:.0f} | {rss:.2f} | {first:.0f} | "
+                     f"{r_tps:.2f}× | {r_rss:.2f}× |")
     table = "\n".join(lines)
     print(table)
     if args.no_write:
@@ -189,7 +219,8 @@ def main() -> None:
         f"{' (other jobs ran alongside)' if load > (os.cpu_count() or 1) else ''}\n"
         f"- workload: batch {args.batch} × {args.seq} tokens, AdamW, clip 1.0, {args.steps} steps, median of steps 2+; "
         f"FLOPs/token {fpt / 1e6:.0f}M (6N + attention); each trainer in its own subprocess (peak RSS includes loading)\n"
-        f"- mode: {'side by side, each pinned to one core with one thread; HF row repeated per pair' if args.pair else 'one after the other, all cores'}; "
+        f"- mode: {'side by side, each pinned to one core with one thread; HF row repeated per pair' if args.pair else f'one after the other, all cores, {args.rounds} round(s) in alternating order, rows are means over rounds'}; "
+        "each child starts with an empty inductor cache, so the first step holds any compilation; "
         f"the matmul peak is a 1024³ fp32 matmul timed in each trainer's process just before it trains\n\n"
         f"{table}\n"
     )

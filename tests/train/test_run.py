@@ -12,6 +12,7 @@ from meditron.cli import main as cli_main
 from meditron.errors import ConfigError
 from meditron.train.config import load_train_config
 from meditron.train.loop import Trainer, train
+from meditron.train.parallel import cxx_compiler
 from train_helpers import TINY, losses
 
 pytestmark = pytest.mark.timeout(240)
@@ -133,3 +134,25 @@ def test_activation_checkpointing_keeps_the_losses(baseline, tmp_path, mode):
     got, want = losses(out), losses(baseline)
     for s in (1, 2):
         assert got[s] == pytest.approx(want[s], rel=1e-6)
+
+
+@pytest.mark.skipif(cxx_compiler() is None, reason="torch.compile on CPU needs a C++ compiler (none on PATH)")
+@pytest.mark.parametrize("mode", ["none", "selective"])
+def test_compiled_blocks_keep_the_losses(baseline, tmp_path, mode):
+    out = tmp_path / mode
+    trainer = Trainer(load_train_config(TINY, ["train.steps=2", "optim.schedule_steps=10", "train.compile=true",
+                                               f"parallel.activation_checkpoint={mode}", "checkpoint.save_final=false",
+                                               "eval.interval=0"]), out)
+    trainer.run()
+    trainer.close()
+    assert all(block._compiled_call_impl is not None for block in trainer.pm.model.layers.values())
+    got, want = losses(out), losses(baseline)
+    for s in (1, 2):  # inductor fuses elementwise work, so rounding may differ in the last bits
+        assert got[s] == pytest.approx(want[s], rel=1e-5)
+
+
+def test_compile_without_a_compiler_names_the_key(tmp_path, monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr("meditron.train.parallel.shutil.which", lambda name: None)
+    with pytest.raises(ConfigError, match="train.compile"):
+        train(load_train_config(TINY, ["train.steps=1", "train.compile=true", "eval.interval=0"]), tmp_path)

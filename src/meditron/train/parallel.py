@@ -18,8 +18,10 @@ parameter names, so checkpoints are the same whatever the layout.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass
 from functools import partial
 
@@ -200,9 +202,28 @@ def apply_activation_checkpointing(model: Transformer, mode: str) -> None:
         block.forward = forward
 
 
-def apply_compile(model: Transformer) -> None:
+def apply_compile(model: Transformer, device: torch.device) -> None:
+    """torch.compile each transformer block in place (parameter names unchanged).
+
+    On CPU, inductor turns the norms, RoPE, SwiGLU and residual adds into fused C++ loops, and its
+    partitioner recomputes cheap elementwise results in backward rather than saving them: for
+    SmolLM2-135M at 4 x 512 tokens, peak RSS falls by ~0.6 GB and steps get a little faster
+    (docs/training.md). The identical blocks share one compiled graph through inductor's cache.
+    """
+    if device.type == "cpu" and not cxx_compiler():
+        raise ConfigError("train.compile=true needs a C++ compiler on CPU (inductor builds C++ kernels): "
+                          "install g++ or set CXX, or set train.compile=false")
+    # Under compile, selective checkpointing warns once that its region must hold no in-place ops.
+    # A block has none (the SwiGLU tail's in-place product is inside its own autograd function).
+    logging.getLogger("torch._higher_order_ops.wrap").addFilter(
+        lambda record: "context_fn is passed to torch.utils.checkpoint" not in record.getMessage())
     for block in model.layers.values():
         block.compile()
+
+
+def cxx_compiler() -> str | None:
+    """The C++ compiler inductor would use on CPU, if any."""
+    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++") or shutil.which("c++")
 
 
 # -- FSDP2 ----------------------------------------------------------------------------------------
@@ -305,7 +326,7 @@ class ParallelModel:
             apply_tp(model, mesh["tp"], last_stage_logits=p.pp > 1)
         apply_activation_checkpointing(model, p.activation_checkpoint)
         if cfg.train.compile:
-            apply_compile(model)
+            apply_compile(model, env.device)
         tp_group = mesh["tp"].get_group() if p.tp > 1 else None
         if p.pp > 1:
             self.module: nn.Module = Stage(model, p.tp)
