@@ -16,11 +16,23 @@ def parse(argv):
 
 
 def test_eval_defaults():
-    a = parse(["eval"])
-    assert (a.model, a.benchmarks, a.mode, a.shots, a.seeds, a.prompt_style, a.backend) == (
-        "smollm2-135m", "mmlu_medical", "top-token", None, None, "meditron", "native")
+    cfg, _ = eval_cli.eval_config(parse(["eval"]))
+    assert (cfg.model, cfg.benchmarks, cfg.mode, cfg.shots, cfg.seeds, cfg.prompt_style, cfg.backend) == (
+        "smollm2-135m", ["mmlu_medical"], "top-token", None, None, "meditron", "native")
     a = parse(["eval", "--benchmarks", "medqa4,pubmedqa", "--mode", "sc-cot", "--seeds", "1,2", "--limit", "5"])
     assert a.seeds == [1, 2] and a.limit == 5
+
+
+@pytest.mark.parametrize("argv, benchmarks, per_subject, quick", [
+    ([], ["mmlu_medical"], 50, True),  # the README's no-argument quick look
+    (["--benchmarks", "mmlu_medical"], ["mmlu_medical"], None, False),
+    (["--per-subject", "0"], ["mmlu_medical"], None, False),
+    (["--per-subject", "12", "--benchmarks", "truthfulqa_medical"], ["truthfulqa_medical"], 12, False),
+    (["--limit", "5", "--mode", "loglik"], ["mmlu_medical"], None, False),
+])
+def test_eval_command_line_workload(argv, benchmarks, per_subject, quick):
+    cfg, is_quick = eval_cli.eval_config(parse(["eval", *argv]))
+    assert (cfg.benchmarks, cfg.per_subject, is_quick) == (benchmarks, per_subject, quick)
 
 
 def test_bad_benchmark_is_a_config_error():

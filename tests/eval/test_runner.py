@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from meditron.errors import ConfigError
 from meditron.eval.backends.base import Backend
 from meditron.eval.runner import EvalConfig, Runner, read_predictions
 
@@ -162,20 +163,6 @@ def test_per_subject_keeps_the_first_questions_of_each_subject():
         assert [it.id for it in plan.items if it.group == subject] == \
             [it.id for it in full if it.group == subject][:7]
     assert any("first 7 questions of each subject: 63 of 1,871" in n for n in plan.notes)
-    with pytest.raises(Exception, match="--per-subject"):
+    with pytest.raises(ConfigError, match="--per-subject"):
         EvalConfig(per_subject=-1).validate()
 
-
-@pytest.mark.parametrize("argv, benchmarks, per_subject, quick", [
-    ([], ["mmlu_medical"], 50, True),  # the README's no-argument quick look
-    (["--benchmarks", "mmlu_medical"], ["mmlu_medical"], None, False),
-    (["--per-subject", "0"], ["mmlu_medical"], None, False),
-    (["--per-subject", "12", "--benchmarks", "truthfulqa_medical"], ["truthfulqa_medical"], 12, False),
-    (["--limit", "5", "--mode", "loglik"], ["mmlu_medical"], None, False),
-])
-def test_eval_command_line_workload(argv, benchmarks, per_subject, quick):
-    from meditron.cli import build_parser
-    from meditron.cli.eval import eval_config
-
-    cfg, is_quick = eval_config(build_parser().parse_args(["eval", *argv]))
-    assert (cfg.benchmarks, cfg.per_subject, is_quick) == (benchmarks, per_subject, quick)
