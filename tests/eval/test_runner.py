@@ -58,7 +58,6 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_backend, mode):
 
 
 def test_resume_refuses_other_config(tmp_path, tiny_backend):
-
     _run(tmp_path, tiny_backend, mode="top-token")
     with pytest.raises(ConfigError, match="mode"):
         _run(tmp_path, tiny_backend, mode="loglik")
