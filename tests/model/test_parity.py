@@ -64,3 +64,23 @@ def test_fused_projections_give_the_same_logits():
     assert sorted(model.state_dict()) == names
     # The inference layout changes only the order of float sums (fused and few-row matmuls).
     assert (before - after).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("T, heads, kv_heads", [(512, 9, 3), (300, 4, 4), (1024, 4, 2)])
+def test_blocked_causal_attention_equals_one_sdpa_call(T, heads, kv_heads):
+    """The CPU query-block path (256 <= T <= 1024) gives the single causal call's output and gradients."""
+    import torch.nn.functional as F
+
+    from meditron.model.llama import causal_attention
+
+    g = torch.Generator().manual_seed(T)
+    q, k, v = (torch.randn(2, n, T, 16, generator=g, requires_grad=True) for n in (heads, kv_heads, kv_heads))
+    grad = torch.randn(2, heads, T, 16, generator=g)
+    gqa = heads != kv_heads
+    ours = causal_attention(q, k, v, gqa)
+    ours_grads = torch.autograd.grad(ours, (q, k, v), grad)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    ref_grads = torch.autograd.grad(ref, (q, k, v), grad)
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(ours_grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

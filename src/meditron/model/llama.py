@@ -74,6 +74,29 @@ class PackedSegments:
         return torch.cat(outs, dim=2)
 
 
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gqa: bool) -> torch.Tensor:
+    """Causal self-attention, q (B, H, T, hd), k, v (B, n_kv, T, hd).
+
+    PyTorch's CPU flash kernel tiles keys in blocks of 512, so below about 1k tokens it computes
+    the whole T x T score matrix and masks half of it away. On CPU, for 256 <= T <= 1024, each of
+    4 query blocks here sees only the keys it may attend to (the first causally, the others under
+    an explicit lower-right causal mask), which skips 3/8 of that work. Forward + backward of
+    SmolLM2-135M's attention at 4 x 512 tokens: 157 -> 112 ms per layer on a 2-core EPYC (-23% at
+    256 tokens, -10% at 1024, nothing at 2048). GPU kernels skip masked tiles themselves, and an
+    explicit mask would cost them the flash kernel, so they keep one call.
+    """
+    T = q.shape[2]
+    if q.device.type != "cpu" or not 256 <= T <= 1024:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+    bounds = [T * i // 4 for i in range(5)]
+    outs = []
+    for a, b in zip(bounds, bounds[1:]):
+        mask = None if a == 0 else torch.ones(b - a, b, dtype=torch.bool, device=q.device).tril(a)
+        outs.append(F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, :b], v[:, :, :b], attn_mask=mask,
+                                                   is_causal=mask is None, enable_gqa=gqa))
+    return torch.cat(outs, dim=2)
+
+
 def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
     """Inverse frequencies of the rotary embedding, with llama3 or linear scaling applied.
 
@@ -223,7 +246,7 @@ class Attention(nn.Module):
         if isinstance(mask, PackedSegments):
             out = mask.attend(q, k, v, gqa)
         elif mask is None and cache is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+            out = causal_attention(q, k, v, gqa)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         out = out.transpose(1, 2).reshape(B, T, -1)
