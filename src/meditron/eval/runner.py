@@ -1,8 +1,10 @@
 """Plan -> run (resumable) -> results for `meditron eval`.
 
-The plan is benchmarks x seeds x items. Items are processed in fixed chunks of the full item
-list, so a resumed run recomputes exactly the chunks an uninterrupted run would (same batches,
-same numbers) and skips the chunks whose every prediction is already in predictions.jsonl.
+The plan is benchmarks x seeds x items. Items are processed in fixed chunks of the item list, so
+a resumed run with the same selection (--limit, --per-subject) recomputes exactly the chunks an
+uninterrupted run would (same batches, same numbers) and skips the chunks whose every prediction
+is already in predictions.jsonl. A run with a larger selection reuses the predictions it finds;
+those were batched differently, so they may differ from a fresh run's in the last bits.
 Results are always computed from predictions.jsonl, never from memory.
 """
 
@@ -104,14 +106,17 @@ def plan_benchmark(cfg: EvalConfig, name: str) -> Plan:
     bench = bench_registry.get(name)
     notes: list[str] = []
     items = bench.load(bench.test_split, cfg.data_dir)
-    if cfg.per_subject:
-        total = len(items)
-        items = first_per_group(items, cfg.per_subject)
-        if len(items) < total:
-            what = f"each {bench.group_name}" if bench.group_name else "the benchmark"
-            notes.append(f"first {cfg.per_subject} questions of {what}: {len(items):,} of {total:,}")
-    if cfg.limit:
+    total, chosen = len(items), []
+    subset = first_per_group(items, cfg.per_subject) if cfg.per_subject else items
+    if len(subset) < total:
+        items = subset
+        chosen.append(f"the first {cfg.per_subject} questions of each {bench.group_name}" if bench.group_name
+                      else f"the first {cfg.per_subject} questions")
+    if cfg.limit and cfg.limit < len(items):
         items = items[: cfg.limit]
+        chosen.append(f"the first {cfg.limit}" + (" of those" if chosen else " questions"))
+    if chosen:
+        notes.append(f"{', then '.join(chosen)}: {len(items):,} of {total:,}")
     shots = 3 if cfg.shots is None else cfg.shots
     pool: list[Item] = []
     if cfg.mode in ("cot", "sc-cot") and shots:
