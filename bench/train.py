@@ -107,17 +107,46 @@ def child_hf(args) -> dict:
             "optim": str(targs.optim)}
 
 
+def check_jobs(jobs: list[tuple[str, str]], args) -> None:
+    """Refuse variant names the children would not understand (they would silently run eager)."""
+    for name, v in jobs:
+        ac, _, extra = v.partition("+")
+        ok = v in ("eager", "compile") if name == "hf" else ac in ("none", "selective", "full") and extra in ("", "compile")
+        if not ok:
+            raise SystemExit(f"unknown {'--hf-variants' if name == 'hf' else '--variants'} entry {v!r}")
+    if ("hf", "eager") not in jobs:
+        raise SystemExit("--hf-variants must include eager: it is the baseline of every ratio")
+    if args.rounds < 1:
+        raise SystemExit("--rounds must be >= 1")
+    if args.pair and (args.rounds > 1 or args.hf_variants != "eager"):
+        raise SystemExit("--pair runs each meditron variant beside one HF eager run: no --rounds, no --hf-variants")
+
+
+def table_rows(runs_by_label: dict[str, list[dict]], base: list[dict], tokens: int, fpt: float) -> list[str]:
+    """One Markdown row per label: means over its runs, ratios against the mean of `base`."""
+    base_tps = statistics.mean(tokens / statistics.median(r["step_times"]) for r in base)
+    base_rss = statistics.mean(r["peak_rss_gb"] for r in base)
+    lines = []
+    for lab, rs in runs_by_label.items():
+        tps_each = [tokens / statistics.median(r["step_times"]) for r in rs]
+        tps, rss = statistics.mean(tps_each), statistics.mean(r["peak_rss_gb"] for r in rs)
+        peak = statistics.mean(r["peak_flops"] for r in rs)
+        first = statistics.mean(r["first_step_s"] for r in rs)
+        lines.append(f"| {lab} | {tps:.1f} | {', '.join(f'{x:.1f}' for x in tps_each)} | {tps * fpt / peak:.0%} | "
+                     f"{peak / 1e9:.0f} | {rss:.2f} | {first:.1f} | {tps / base_tps:.2f}× | {rss / base_rss:.2f}× |")
+    return lines
+
+
 def label(name: str, variant: str) -> str:
     if name == "hf":
         return "HF Trainer" if variant == "eager" else f"HF Trainer ({variant})"
     return f"meditron ({variant})"
 
 
-def child_cmd(name: str, args, extra: list[str], core: int | None) -> tuple[list[str], dict]:
+def child_cmd(name: str, args, extra: list[str], core: int | None, cache: str) -> tuple[list[str], dict]:
     cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--batch", str(args.batch),
            "--seq", str(args.seq), *extra]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"),
-           "TORCHINDUCTOR_CACHE_DIR": tempfile.mkdtemp(prefix="bench-inductor-")}  # compile from scratch
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TORCHINDUCTOR_CACHE_DIR": cache}  # compile from scratch
     if core is not None:  # one core, one thread each: both trainers see the same share of a shared machine
         cmd = ["taskset", "-c", str(core), *cmd]
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -126,11 +155,16 @@ def child_cmd(name: str, args, extra: list[str], core: int | None) -> tuple[list
 
 def run_children(jobs: list[tuple[str, list[str]]], args) -> list[dict]:
     """Run the trainers one after the other, or (--pair) side by side, each pinned to its own core."""
+    with tempfile.TemporaryDirectory(prefix="bench-inductor-") as caches:
+        return _run_children(jobs, args, caches)
+
+
+def _run_children(jobs: list[tuple[str, list[str]]], args, caches: str) -> list[dict]:
     results = []
     if args.pair:
         procs = []
         for i, (name, extra) in enumerate(jobs):
-            cmd, env = child_cmd(name, args, extra, i % (os.cpu_count() or 1))
+            cmd, env = child_cmd(name, args, extra, i % (os.cpu_count() or 1), f"{caches}/{i}")
             procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
         outs = [p.communicate(timeout=args.timeout) for p in procs]
         for (name, _), p, (out, err) in zip(jobs, procs, outs):
@@ -138,8 +172,8 @@ def run_children(jobs: list[tuple[str, list[str]]], args) -> list[dict]:
                 raise SystemExit(f"{name} failed:\n{err[-3000:]}")
             results.append(json.loads(out.strip().splitlines()[-1]))
         return results
-    for name, extra in jobs:
-        cmd, env = child_cmd(name, args, extra, None)
+    for i, (name, extra) in enumerate(jobs):
+        cmd, env = child_cmd(name, args, extra, None, f"{caches}/{i}")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
         if proc.returncode != 0:
             raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
@@ -178,40 +212,36 @@ def main() -> None:
     fpt = flops_per_token(args.seq)
     load = os.getloadavg()[0]
     jobs = [("meditron", v) for v in args.variants.split(",")] + [("hf", v) for v in args.hf_variants.split(",")]
-    if ("hf", "eager") not in jobs:
-        raise SystemExit("--hf-variants must include eager: it is the baseline of every ratio")
-    if args.pair:  # each meditron variant side by side with its own HF Trainer run
-        groups = [[job, ("hf", "eager")] for job in jobs if job[0] == "meditron"]
+    check_jobs(jobs, args)
+    if args.pair:  # each meditron variant side by side with its own HF Trainer run: ratios within each pair
+        comparisons = []
+        for job in [j for j in jobs if j[0] == "meditron"]:
+            med, hf = run_children([(name, ["--ac", v]) for name, v in (job, ("hf", "eager"))], args)
+            comparisons.append(({label(*job): [med], f"HF Trainer (beside {job[1]})": [hf]}, [hf]))
     else:  # one after the other; every other round in reverse order, so drift hits both sides alike
-        groups = [jobs if r % 2 == 0 else jobs[::-1] for r in range(args.rounds)]
-    runs: dict[str, list[dict]] = {}  # label -> one result per run
-    for group in groups:
-        res = run_children([(name, ["--ac", v]) for name, v in group], args)
-        named = {label(name, v): r for (name, v), r in zip(group, res)}
-        for lab, r in named.items():
-            runs.setdefault(lab, []).append(r)
-    base = runs.pop("HF Trainer")
-    base_tps = statistics.mean(tokens / statistics.median(r["step_times"]) for r in base)
-    base_rss = statistics.mean(r["peak_rss_gb"] for r in base)
-    rows = []
-    for lab, rs in [*runs.items(), ("HF Trainer", base)]:
-        tps_each = [tokens / statistics.median(r["step_times"]) for r in rs]
-        tps, rss = statistics.mean(tps_each), statistics.mean(r["peak_rss_gb"] for r in rs)
-        peak = statistics.mean(r["peak_flops"] for r in rs)
-        first = statistics.mean(r["first_step_s"] for r in rs)
-        rows.append((lab, tps, ", ".join(f"{x:.1f}" for x in tps_each), tps * fpt / peak, peak / 1e9, rss, first,
-                     tps / base_tps, rss / base_rss))
+        runs: dict[str, list[dict]] = {}  # label -> one result per round
+        for r in range(args.rounds):
+            order = jobs if r % 2 == 0 else jobs[::-1]
+            for job, res in zip(order, run_children([(name, ["--ac", v]) for name, v in order], args)):
+                runs.setdefault(label(*job), []).append(res)
+        base = runs.pop("HF Trainer")
+        comparisons = [({**runs, "HF Trainer": base}, base)]
     header = ("| trainer | tokens/s | tokens/s per run | fraction of fp32 matmul peak | matmul peak GFLOP/s | "
               "peak RSS GB | first step s | tok/s vs HF | RSS vs HF |")
     lines = [header, "|---|---|---|---|---|---|---|---|---|"]
-    for lab, tps, each, frac, pk, rss, first, r_tps, r_rss in rows:
-        lines.append(f"| {lab} | {tps:.1f} | {each} | {frac:.0%} | {pk:.0f} | {rss:.2f} | {first:.0f} | "
-                     f"{r_tps:.2f}× | {r_rss:.2f}× |")
+    for runs_by_label, base in comparisons:
+        lines += table_rows(runs_by_label, base, tokens, fpt)
     table = "\n".join(lines)
     print(table)
     if args.no_write:
         return
     cmd = "PYTHONPATH=src python bench/train.py " + " ".join(sys.argv[1:])
+    if args.pair:
+        mode = ("side by side, each pinned to one core with one thread; "
+                "each meditron row against the HF run beside it")
+    else:
+        mode = "one after the other, all cores" + (
+            f", {args.rounds} rounds in alternating order, rows are means over rounds" if args.rounds > 1 else "")
     entry = (
         f"\n## Training throughput: meditron vs HF Trainer (SmolLM2-135M, fp32, CPU)\n\n"
         f"- command: `{cmd.strip()}`\n- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
@@ -219,8 +249,7 @@ def main() -> None:
         f"{' (other jobs ran alongside)' if load > (os.cpu_count() or 1) else ''}\n"
         f"- workload: batch {args.batch} × {args.seq} tokens, AdamW, clip 1.0, {args.steps} steps, median of steps 2+; "
         f"FLOPs/token {fpt / 1e6:.0f}M (6N + attention); each trainer in its own subprocess (peak RSS includes loading)\n"
-        f"- mode: {'side by side, each pinned to one core with one thread; HF row repeated per pair' if args.pair else f'one after the other, all cores, {args.rounds} round(s) in alternating order, rows are means over rounds'}; "
-        "each child starts with an empty inductor cache, so the first step holds any compilation; "
+        f"- mode: {mode}; each child starts with an empty inductor cache, so the first step holds any compilation; "
         f"the matmul peak is a 1024³ fp32 matmul timed in each trainer's process just before it trains\n\n"
         f"{table}\n"
     )
