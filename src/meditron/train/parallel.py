@@ -207,23 +207,34 @@ def apply_compile(model: Transformer, device: torch.device) -> None:
 
     On CPU, inductor turns the norms, RoPE, SwiGLU and residual adds into fused C++ loops, and its
     partitioner recomputes cheap elementwise results in backward rather than saving them: for
-    SmolLM2-135M at 4 x 512 tokens, peak RSS falls by ~0.6 GB and steps get a little faster
-    (docs/training.md). The identical blocks share one compiled graph through inductor's cache.
+    SmolLM2-135M at 4 x 512 tokens with selective checkpointing, peak RSS fell by 0.7 GB and
+    throughput rose by a fifth (docs/training.md). The identical blocks share one compiled graph
+    through inductor's cache.
     """
     if device.type == "cpu" and not cxx_compiler():
         raise ConfigError("train.compile=true needs a C++ compiler on CPU (inductor builds C++ kernels): "
                           "install g++ or set CXX, or set train.compile=false")
-    # Under compile, selective checkpointing warns once that its region must hold no in-place ops.
-    # A block has none (the SwiGLU tail's in-place product is inside its own autograd function).
-    logging.getLogger("torch._higher_order_ops.wrap").addFilter(
-        lambda record: "context_fn is passed to torch.utils.checkpoint" not in record.getMessage())
+    logging.getLogger("torch._higher_order_ops.wrap").addFilter(_no_context_fn_warning)
     for block in model.layers.values():
         block.compile()
 
 
+def _no_context_fn_warning(record: logging.LogRecord) -> bool:
+    """Drop torch's one-time warning that a selective-checkpoint region under compile must hold no
+    in-place ops: a block has none (the SwiGLU tail's in-place product is inside its own autograd
+    function). A module-level function, so adding it again is a no-op."""
+    return "context_fn is passed to torch.utils.checkpoint" not in record.getMessage()
+
+
 def cxx_compiler() -> str | None:
-    """The C++ compiler inductor would use on CPU, if any."""
-    return os.environ.get("CXX") or shutil.which("g++") or shutil.which("clang++") or shutil.which("c++")
+    """The C++ compiler inductor will call on CPU (its `cpp.cxx` setting: $CXX, else g++), if installed."""
+    try:
+        from torch._inductor import config as inductor_config
+
+        names = [c for c in inductor_config.cpp.cxx if c]
+    except (ImportError, AttributeError):
+        names = [os.environ.get("CXX") or "g++"]
+    return next((path for path in map(shutil.which, names) if path), None)
 
 
 # -- FSDP2 ----------------------------------------------------------------------------------------
