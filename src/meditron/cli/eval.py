@@ -38,11 +38,11 @@ def register(sub) -> None:
     p.add_argument("--benchmarks", default=None,
                    help="comma list: medqa, medqa4, medmcqa, pubmedqa, mmlu_medical, truthfulqa_medical "
                         "(default mmlu_medical)")
-    p.add_argument("--mode", default="top-token", choices=["top-token", "loglik", "generate", "cot", "sc-cot"])
+    p.add_argument("--mode", default=QUICK_DEFAULTS["mode"], choices=["top-token", "loglik", "generate", "cot", "sc-cot"])
     p.add_argument("--shots", type=int, default=None, help="few-shot demonstrations (default 3; 0 without a pool)")
     p.add_argument("--seeds", type=_ints, default=None, help="comma list (default 1234,432,32 when few-shot)")
-    p.add_argument("--prompt-style", default="meditron", choices=["meditron", "chatml", "chat", "lm-eval"])
-    p.add_argument("--backend", default="native", choices=["native", "hf", "vllm"])
+    p.add_argument("--prompt-style", default=QUICK_DEFAULTS["prompt_style"], choices=["meditron", "chatml", "chat", "lm-eval"])
+    p.add_argument("--backend", default=QUICK_DEFAULTS["backend"], choices=["native", "hf", "vllm"])
     p.add_argument("--data-dir", default=None, help="root of local benchmark files (layout of shared/data/benchmarks)")
     p.add_argument("--limit", type=int, default=None, help="first N items per benchmark (after --per-subject)")
     p.add_argument("--per-subject", type=int, default=None,

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,11 +94,11 @@ def first_per_group(items: list[Item], n: int) -> list[Item]:
     A fixed, documented subset rather than a random one, so a quick run names exactly which
     questions it scored and two quick runs are comparable item by item.
     """
-    seen: dict[str | None, int] = {}
+    taken: Counter[str | None] = Counter()
     kept = []
     for it in items:
-        if seen.get(it.group, 0) < n:
-            seen[it.group] = seen.get(it.group, 0) + 1
+        if taken[it.group] < n:
+            taken[it.group] += 1
             kept.append(it)
     return kept
 
@@ -353,4 +354,5 @@ def run_eval(cfg: EvalConfig, backend: Backend | None = None, progress: bool = T
     return Runner(cfg, backend, progress).run()
 
 
-__all__ = ["EvalConfig", "MODES", "Plan", "Runner", "first_per_group", "plan_benchmark", "read_predictions", "run_eval"]
+__all__ = ["EvalConfig", "MODES", "Plan", "Runner", "first_per_group", "plan_benchmark", "read_predictions",
+           "run_eval"]

@@ -16,7 +16,7 @@ import torch
 
 from meditron.errors import ContextLengthError, MeditronError
 from meditron.infer.cache import KVCache
-from meditron.model.llama import Transformer
+from meditron.model.llama import Transformer, causal_mask
 from meditron.model.tokenizer import Tokenizer
 
 
@@ -70,8 +70,7 @@ def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 def prefill_mask(valid: torch.Tensor) -> torch.Tensor:
     """(B, 1, L, L) causal mask that hides padded keys; a pad query sees itself (no NaN rows)."""
     L = valid.shape[1]
-    causal = torch.ones(L, L, dtype=torch.bool, device=valid.device).tril()
-    mask = causal[None] & valid[:, None, :]
+    mask = causal_mask(L, L, valid.device)[None] & valid[:, None, :]
     mask |= torch.eye(L, dtype=torch.bool, device=valid.device)[None]
     return mask[:, None]
 

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 import torch
 
 from meditron.infer.cache import KVCache
-from meditron.model.llama import PackedSegments
+from meditron.model.llama import PackedSegments, causal_mask
 
 
 @dataclass
@@ -106,7 +106,7 @@ class LogProbScorer:
             cache = KVCache(self.model.config, 1, len(prefix), dtype=self.dtype, device=self.device)
             tokens = torch.tensor([prefix], device=self.device)
             positions = torch.arange(len(prefix), device=self.device)[None]
-            mask = torch.ones(len(prefix), len(prefix), dtype=torch.bool, device=self.device).tril()[None, None]
+            mask = causal_mask(len(prefix), len(prefix), self.device)[None, None]
             self.model(tokens, positions=positions, mask=mask, cache=cache, hidden_only=True)
             cache.advance(len(prefix))
             self._prefix_key, self._prefix_cache = key, cache

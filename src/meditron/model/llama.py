@@ -54,7 +54,7 @@ class PackedSegments:
         P = self.prefix_len
         masks = self.masks or [None] * len(self.starts)
         self.masks = [m.to(self.device) if m is not None else
-                      torch.ones(b - a, P + b - a, dtype=torch.bool, device=self.device).tril(P) if P else None
+                      causal_mask(b - a, P + b - a, self.device) if P else None
                       for m, a, b in zip(masks, self.starts, self.ends)]
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gqa: bool) -> torch.Tensor:
@@ -74,6 +74,12 @@ class PackedSegments:
         return torch.cat(outs, dim=2)
 
 
+def causal_mask(n_queries: int, n_keys: int, device: torch.device | str) -> torch.Tensor:
+    """(n_queries, n_keys) bool, True = attend: the queries are the last n_queries positions of the
+    n_keys, each seeing itself and everything before it (lower-right aligned causal mask)."""
+    return torch.ones(n_queries, n_keys, dtype=torch.bool, device=device).tril(n_keys - n_queries)
+
+
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gqa: bool) -> torch.Tensor:
     """Causal self-attention, q (B, H, T, hd), k, v (B, n_kv, T, hd).
 
@@ -91,7 +97,7 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gqa: boo
     bounds = [T * i // 4 for i in range(5)]
     outs = []
     for a, b in zip(bounds, bounds[1:]):
-        mask = None if a == 0 else torch.ones(b - a, b, dtype=torch.bool, device=q.device).tril(a)
+        mask = None if a == 0 else causal_mask(b - a, b, q.device)
         outs.append(F.scaled_dot_product_attention(q[:, :, a:b], k[:, :, :b], v[:, :, :b], attn_mask=mask,
                                                    is_causal=mask is None, enable_gqa=gqa))
     return torch.cat(outs, dim=2)
