@@ -1,17 +1,21 @@
 """Training throughput and memory: meditron vs Hugging Face `Trainer`, continuing SmolLM2-135M on CPU.
 
-    PYTHONPATH=src python bench/train.py [--steps 5] [--batch 4] [--seq 512] \
-        [--variants selective+compile,none] [--hf-variants eager,compile] [--rounds 2]
+    PYTHONPATH=src python bench/train.py [--steps 8] [--batch 4] [--seq 512] \
+        [--variants selective+compile,none] [--hf-variants eager,compile]
 
 Same weights (the embedded SmolLM2-135M-Instruct, as a Hugging Face folder for transformers), same
-batch × sequence, fp32, AdamW (0.9, 0.95, eps 1e-5, wd 0.1), clip 1.0, same CPU, same run. Each
-trainer runs in its own subprocess so its peak RSS is its own; each times a 1024³ fp32 matmul just
-before training, so its throughput can be read as a fraction of the machine's fp32 peak at that
-moment. Reported: median tokens/s over the steps after the first, peak RSS, and the first step's time
-(which holds torch.compile's compilation: every child gets an empty inductor cache). A meditron variant
-is `AC[+compile]` (AC = none, selective, full); HF variants are `eager` (the baseline every ratio is
-taken against) and `compile` (`TrainingArguments(torch_compile=True)`). With --rounds N the whole list
-runs N times, reversed every other round, and each row is the mean over rounds. Appends to BENCHMARKS.md.
+batch × sequence, fp32, AdamW (0.9, 0.95, eps 1e-5, wd 0.1), clip 1.0, same CPU, same run.
+
+The trainers run in lock-step. Each is its own subprocess (so its peak RSS is its own), all are loaded
+at once, and then they take turns: one optimizer step each, round after round, the order reversed
+every other round, every turn with all cores to itself while the others wait on a pipe. A shared
+machine drifts by ±15-30% over minutes; steps a minute apart see the same machine, so each round's
+ratio (HF's step time over this trainer's) is a side-by-side measurement, and the table reports
+their median and range. Each trainer's first turn times a 1024³ fp32 matmul, so its throughput can
+be read as a fraction of the machine's fp32 peak; its first step holds torch.compile's compilation
+(every child gets an empty inductor cache) and is reported apart. A meditron variant is
+`AC[+compile]` (AC = none, selective, full); HF variants are `eager` (the baseline every ratio is
+taken against) and `compile` (`TrainingArguments(torch_compile=True)`). Appends to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import datetime as dt
 import json
 import os
 import resource
+import select
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,8 +51,48 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
-# -- the two trainers, each run as `bench/train.py --child NAME` --------------------------------------
-def child_meditron(args) -> dict:
+# -- the child's side of the lock-step: `bench/train.py --child NAME --turns GO_FD,STATUS_FD` ---------
+class Turns:
+    """Waits for the parent's go before each timed turn and reports when it is done.
+
+    Messages on the status pipe: `r` (waiting at a turn), `d` (turn done). The parent reads EOF there
+    when the child exits. Turn 0 is the matmul probe, turn 1 the first (compiling) step.
+    """
+
+    def __init__(self, spec: str):
+        go, status = (int(x) for x in spec.split(","))
+        self.go = os.fdopen(go, "rb", buffering=0)
+        self.status = os.fdopen(status, "wb", buffering=0)
+        self.times: list[float] = []
+        self.t0 = 0.0
+
+    def begin(self) -> None:
+        self.status.write(b"r")
+        if self.go.read(1) != b"g":
+            raise SystemExit("the benchmark's parent went away")
+        self.t0 = time.perf_counter()
+
+    def end(self) -> None:
+        self.times.append(time.perf_counter() - self.t0)
+        self.status.write(b"d")
+
+    @contextmanager
+    def turn(self):
+        self.begin()
+        try:
+            yield
+        finally:
+            self.end()
+
+    def probe(self) -> float:
+        with self.turn():
+            return matmul_peak_gflops(n=1024) * 1e9
+
+    def result(self, peak: float, loss: list[float]) -> dict:
+        return {"step_times": self.times[1:], "peak_flops": peak, "loss": loss}
+
+
+def child_meditron(args, turns: Turns) -> dict:
     from meditron.train.config import load_train_config
     from meditron.train.loop import Trainer
 
@@ -61,16 +107,21 @@ def child_meditron(args) -> dict:
         f"log.peak_flops={args.peak}",
     ])
     trainer = Trainer(cfg, out)
-    peak = matmul_peak_gflops(n=1024) * 1e9
+    step = trainer.train_step
+
+    def one_turn():
+        with turns.turn():
+            return step()
+
+    trainer.train_step = one_turn  # the loop calls it once per optimizer step
+    peak = turns.probe()
     trainer.run()
     rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     shutil.rmtree(out, ignore_errors=True)
-    times = [r["step_time_s"] for r in rows if "step_time_s" in r]
-    return {"step_times": times[1:], "first_step_s": times[0], "peak_flops": peak,
-            "loss": [r["loss"] for r in rows if "loss" in r]}
+    return turns.result(peak, [r["loss"] for r in rows if "loss" in r])
 
 
-def child_hf(args) -> dict:
+def child_hf(args, turns: Turns) -> dict:
     import numpy as np
     import torch
     from transformers import LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
@@ -82,14 +133,13 @@ def child_hf(args) -> dict:
     n = args.batch * args.steps
     ids = rng.integers(8, 49152, size=(n, args.seq))
     data = [{"input_ids": torch.tensor(r), "labels": torch.tensor(r)} for r in ids]
-    times: list[float] = []
 
-    class Clock(TrainerCallback):
+    class Turn(TrainerCallback):  # HF's step: from on_step_begin (batch in hand) to on_step_end (optimizer stepped)
         def on_step_begin(self, a, state, control, **kw):
-            self.t0 = time.perf_counter()
+            turns.begin()
 
         def on_step_end(self, a, state, control, **kw):
-            times.append(time.perf_counter() - self.t0)
+            turns.end()
 
     targs = TrainingArguments(
         output_dir=tempfile.mkdtemp(prefix="bench-hf-"), per_device_train_batch_size=args.batch,
@@ -98,16 +148,83 @@ def child_hf(args) -> dict:
         save_strategy="no", report_to=[], use_cpu=True, dataloader_num_workers=0, disable_tqdm=True,
         torch_compile=args.ac == "compile",
     )
-    trainer = Trainer(model=model, args=targs, train_dataset=data, callbacks=[Clock()])
-    peak = matmul_peak_gflops(n=1024) * 1e9
+    trainer = Trainer(model=model, args=targs, train_dataset=data, callbacks=[Turn()])
+    peak = turns.probe()
     trainer.train()
     shutil.rmtree(targs.output_dir, ignore_errors=True)
-    loss = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    return {"step_times": times[1:], "first_step_s": times[0], "peak_flops": peak, "loss": loss,
-            "optim": str(targs.optim)}
+    res = turns.result(peak, [h["loss"] for h in trainer.state.log_history if "loss" in h])
+    return {**res, "optim": str(targs.optim)}
 
 
-def check_jobs(jobs: list[tuple[str, str]], args) -> None:
+# -- the parent: start every trainer, then hand out turns -----------------------------------------------
+class Child:
+    """One trainer subprocess and the two pipes that pace it."""
+
+    def __init__(self, name: str, variant: str, args, cache: str, logs: Path):
+        self.name, self.variant, self.timeout = name, variant, args.timeout
+        go_r, self.go_w = os.pipe()
+        self.status_r, status_w = os.pipe()
+        cmd = [sys.executable, __file__, "--child", name, "--ac", variant, "--steps", str(args.steps),
+               "--batch", str(args.batch), "--seq", str(args.seq), "--turns", f"{go_r},{status_w}"]
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TORCHINDUCTOR_CACHE_DIR": cache}  # compile from scratch
+        self.out, self.err = logs / f"{cache.rsplit('/', 1)[-1]}.out", logs / f"{cache.rsplit('/', 1)[-1]}.err"
+        with open(self.out, "w") as out, open(self.err, "w") as err:  # files, not pipes: a chatty child never blocks
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, pass_fds=(go_r, status_w))
+        os.close(go_r)
+        os.close(status_w)
+
+    def _read(self) -> bytes:
+        ready, _, _ = select.select([self.status_r], [], [], self.timeout)
+        if not ready:
+            self.proc.kill()
+            raise SystemExit(f"{label(self.name, self.variant)}: no word for {self.timeout} s")
+        return os.read(self.status_r, 1)
+
+    def _expect(self, msg: bytes) -> None:
+        got = self._read()
+        if got != msg:
+            self.proc.wait()
+            raise SystemExit(f"{label(self.name, self.variant)} failed (exit {self.proc.returncode}):\n"
+                             f"{self.err.read_text()[-3000:]}")
+
+    def wait_ready(self) -> None:
+        self._expect(b"r")
+
+    def take_turn(self) -> bool:
+        """Run one turn and whatever the child does up to its next turn; False once it has exited."""
+        os.write(self.go_w, b"g")
+        self._expect(b"d")
+        if self._read() == b"r":
+            return True
+        self.proc.wait()
+        return False
+
+    def result(self) -> dict:
+        if self.proc.returncode != 0:
+            raise SystemExit(f"{label(self.name, self.variant)} failed:\n{self.err.read_text()[-3000:]}")
+        return json.loads(self.out.read_text().strip().splitlines()[-1])
+
+
+def run_lockstep(jobs: list[tuple[str, str]], args) -> list[dict]:
+    """All trainers loaded at once, then one step each in turn (order reversed every other round)."""
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        children = [Child(name, v, args, f"{tmp}/child{i}", Path(tmp)) for i, (name, v) in enumerate(jobs)]
+        try:
+            for c in children:
+                c.wait_ready()  # loading overlaps, timed work never does
+            active, rnd = children, 0
+            while active:
+                order = active if rnd % 2 == 0 else active[::-1]
+                active = [c for c in order if c.take_turn()]
+                rnd += 1
+            return [c.result() for c in children]
+        finally:
+            for c in children:
+                if c.proc.poll() is None:
+                    c.proc.kill()
+
+
+def check_jobs(jobs: list[tuple[str, str]]) -> None:
     """Refuse variant names the children would not understand (they would silently run eager)."""
     for name, v in jobs:
         ac, _, extra = v.partition("+")
@@ -116,24 +233,23 @@ def check_jobs(jobs: list[tuple[str, str]], args) -> None:
             raise SystemExit(f"unknown {'--hf-variants' if name == 'hf' else '--variants'} entry {v!r}")
     if ("hf", "eager") not in jobs:
         raise SystemExit("--hf-variants must include eager: it is the baseline of every ratio")
-    if args.rounds < 1:
-        raise SystemExit("--rounds must be >= 1")
-    if args.pair and (args.rounds > 1 or args.hf_variants != "eager"):
-        raise SystemExit("--pair runs each meditron variant beside one HF eager run: no --rounds, no --hf-variants")
 
 
-def table_rows(runs_by_label: dict[str, list[dict]], base: list[dict], tokens: int, fpt: float) -> list[str]:
-    """One Markdown row per label: means over its runs, ratios against the mean of `base`."""
-    base_tps = statistics.mean(tokens / statistics.median(r["step_times"]) for r in base)
-    base_rss = statistics.mean(r["peak_rss_gb"] for r in base)
+def round_ratios(res: dict, base: dict) -> list[float]:
+    """Per round (first step excluded): the baseline's step time over this trainer's, i.e. speed-up."""
+    return [b / t for t, b in zip(res["step_times"][1:], base["step_times"][1:])]
+
+
+def table_rows(results: dict[str, dict], base: dict, tokens: int, fpt: float) -> list[str]:
     lines = []
-    for lab, rs in runs_by_label.items():
-        tps_each = [tokens / statistics.median(r["step_times"]) for r in rs]
-        tps, rss = statistics.mean(tps_each), statistics.mean(r["peak_rss_gb"] for r in rs)
-        peak = statistics.mean(r["peak_flops"] for r in rs)
-        first = statistics.mean(r["first_step_s"] for r in rs)
-        lines.append(f"| {lab} | {tps:.1f} | {', '.join(f'{x:.1f}' for x in tps_each)} | {tps * fpt / peak:.0%} | "
-                     f"{peak / 1e9:.0f} | {rss:.2f} | {first:.1f} | {tps / base_tps:.2f}× | {rss / base_rss:.2f}× |")
+    for lab, r in results.items():
+        steps = r["step_times"][1:]
+        tps = tokens / statistics.median(steps)
+        ratios = round_ratios(r, base)
+        lines.append(
+            f"| {lab} | {tps:.1f} | {r['peak_flops'] / 1e9:.0f} | {tps * fpt / r['peak_flops']:.0%} | "
+            f"{r['peak_rss_gb']:.2f} | {r['step_times'][0]:.1f} | **{statistics.median(ratios):.2f}×** | "
+            f"{min(ratios):.2f}–{max(ratios):.2f}× | {r['peak_rss_gb'] / base['peak_rss_gb']:.2f}× |")
     return lines
 
 
@@ -143,67 +259,29 @@ def label(name: str, variant: str) -> str:
     return f"meditron ({variant})"
 
 
-def child_cmd(name: str, args, extra: list[str], core: int | None, cache: str) -> tuple[list[str], dict]:
-    cmd = [sys.executable, __file__, "--child", name, "--steps", str(args.steps), "--batch", str(args.batch),
-           "--seq", str(args.seq), *extra]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TORCHINDUCTOR_CACHE_DIR": cache}  # compile from scratch
-    if core is not None:  # one core, one thread each: both trainers see the same share of a shared machine
-        cmd = ["taskset", "-c", str(core), *cmd]
-        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    return cmd, env
-
-
-def run_children(jobs: list[tuple[str, list[str]]], args) -> list[dict]:
-    """Run the trainers one after the other, or (--pair) side by side, each pinned to its own core."""
-    with tempfile.TemporaryDirectory(prefix="bench-inductor-") as caches:
-        return _run_children(jobs, args, caches)
-
-
-def _run_children(jobs: list[tuple[str, list[str]]], args, caches: str) -> list[dict]:
-    results = []
-    if args.pair:
-        procs = []
-        for i, (name, extra) in enumerate(jobs):
-            cmd, env = child_cmd(name, args, extra, i % (os.cpu_count() or 1), f"{caches}/{i}")
-            procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
-        outs = [p.communicate(timeout=args.timeout) for p in procs]
-        for (name, _), p, (out, err) in zip(jobs, procs, outs):
-            if p.returncode != 0:
-                raise SystemExit(f"{name} failed:\n{err[-3000:]}")
-            results.append(json.loads(out.strip().splitlines()[-1]))
-        return results
-    for i, (name, extra) in enumerate(jobs):
-        cmd, env = child_cmd(name, args, extra, None, f"{caches}/{i}")
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=args.timeout)
-        if proc.returncode != 0:
-            raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    return results
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=8, help="optimizer steps per trainer (the first, compiling, is apart)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=512)
-    ap.add_argument("--ac", default="none", help="child option: the variant (meditron AC[+compile], HF eager|compile)")
-    ap.add_argument("--peak", type=float, default=190e9, help="child option: stated CPU peak for the MFU column")
-    ap.add_argument("--variants", default="selective+compile,none",
+    ap.add_argument("--variants", default="selective+compile",
                     help="meditron variants: AC[+compile], AC = none | selective | full")
     ap.add_argument("--hf-variants", default="eager", help="HF Trainer variants: eager (the baseline), compile")
-    ap.add_argument("--rounds", type=int, default=1, help="run the list this many times, alternating its order")
-    ap.add_argument("--timeout", type=int, default=3600)
-    ap.add_argument("--child")
+    ap.add_argument("--peak", type=float, default=190e9, help="child option: stated CPU peak for the MFU column")
+    ap.add_argument("--timeout", type=int, default=1800, help="seconds a child may take over one turn or its loading")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--ac", help=argparse.SUPPRESS)
+    ap.add_argument("--turns", help=argparse.SUPPRESS)
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--pair", action="store_true",
-                    help="run each meditron variant at the same time as an HF Trainer run, each pinned to one core "
-                         "with one thread (fair on a machine other jobs share)")
     args = ap.parse_args()
     if args.child:
-        res = child_meditron(args) if args.child == "meditron" else child_hf(args)
+        turns = Turns(args.turns)
+        res = (child_meditron if args.child == "meditron" else child_hf)(args, turns)
         res["peak_rss_gb"] = peak_rss_gb()
         print(json.dumps(res))
         return
+    if args.steps < 3:
+        raise SystemExit("--steps must be >= 3: the first step compiles, ratios need at least two more")
 
     from meditron.model.hub import resolve
 
@@ -212,45 +290,29 @@ def main() -> None:
     fpt = flops_per_token(args.seq)
     load = os.getloadavg()[0]
     jobs = [("meditron", v) for v in args.variants.split(",")] + [("hf", v) for v in args.hf_variants.split(",")]
-    check_jobs(jobs, args)
-    if args.pair:  # each meditron variant side by side with its own HF Trainer run: ratios within each pair
-        comparisons = []
-        for job in [j for j in jobs if j[0] == "meditron"]:
-            med, hf = run_children([(name, ["--ac", v]) for name, v in (job, ("hf", "eager"))], args)
-            comparisons.append(({label(*job): [med], f"HF Trainer (beside {job[1]})": [hf]}, [hf]))
-    else:  # one after the other; every other round in reverse order, so drift hits both sides alike
-        runs: dict[str, list[dict]] = {}  # label -> one result per round
-        for r in range(args.rounds):
-            order = jobs if r % 2 == 0 else jobs[::-1]
-            for job, res in zip(order, run_children([(name, ["--ac", v]) for name, v in order], args)):
-                runs.setdefault(label(*job), []).append(res)
-        base = runs.pop("HF Trainer")
-        comparisons = [({**runs, "HF Trainer": base}, base)]
-    header = ("| trainer | tokens/s | tokens/s per run | fraction of fp32 matmul peak | matmul peak GFLOP/s | "
-              "peak RSS GB | first step s | tok/s vs HF | RSS vs HF |")
-    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
-    for runs_by_label, base in comparisons:
-        lines += table_rows(runs_by_label, base, tokens, fpt)
-    table = "\n".join(lines)
+    check_jobs(jobs)
+    results = {label(*job): res for job, res in zip(jobs, run_lockstep(jobs, args))}
+    base = results["HF Trainer"]
+    header = ("| trainer | tokens/s (median step) | matmul peak GFLOP/s | fraction of fp32 matmul peak | peak RSS GB | "
+              "first step s | tok/s vs HF (median of rounds) | range over rounds | RSS vs HF |")
+    table = "\n".join([header, "|---|---|---|---|---|---|---|---|---|", *table_rows(results, base, tokens, fpt)])
+    table += "\n\nStep times per round, s (first, compiling step excluded):\n\n" + "\n".join(
+        f"- {lab}: {', '.join(f'{t:.1f}' for t in r['step_times'][1:])}" for lab, r in results.items())
     print(table)
     if args.no_write:
         return
     cmd = "PYTHONPATH=src python bench/train.py " + " ".join(sys.argv[1:])
-    if args.pair:
-        mode = ("side by side, each pinned to one core with one thread; "
-                "each meditron row against the HF run beside it")
-    else:
-        mode = "one after the other, all cores" + (
-            f", {args.rounds} rounds in alternating order, rows are means over rounds" if args.rounds > 1 else "")
     entry = (
         f"\n## Training throughput: meditron vs HF Trainer (SmolLM2-135M, fp32, CPU)\n\n"
         f"- command: `{cmd.strip()}`\n- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
         f"- machine: {machine()}, load average {load:.1f} at start"
         f"{' (other jobs ran alongside)' if load > (os.cpu_count() or 1) else ''}\n"
-        f"- workload: batch {args.batch} × {args.seq} tokens, AdamW, clip 1.0, {args.steps} steps, median of steps 2+; "
+        f"- workload: batch {args.batch} × {args.seq} tokens, AdamW, clip 1.0, {args.steps} steps; "
         f"FLOPs/token {fpt / 1e6:.0f}M (6N + attention); each trainer in its own subprocess (peak RSS includes loading)\n"
-        f"- mode: {mode}; each child starts with an empty inductor cache, so the first step holds any compilation; "
-        f"the matmul peak is a 1024³ fp32 matmul timed in each trainer's process just before it trains\n\n"
+        f"- mode: lock-step, {args.steps - 1} timed rounds: all trainers loaded, then one step each in turn, all "
+        f"cores to the trainer whose turn it is, order reversed every other round; a ratio is HF's step time over "
+        f"this trainer's in the same round (first, compiling step excluded; it is the 'first step' column); each child "
+        f"starts with an empty inductor cache; the matmul peak is a 1024³ fp32 matmul timed in each trainer's first turn\n\n"
         f"{table}\n"
     )
     path = REPO / "BENCHMARKS.md"

@@ -1,0 +1,203 @@
+"""Model FLOPs utilisation of `meditron train` on one GPU: a ~1B-parameter Llama in bf16, beside HF `Trainer`.
+
+    PYTHONPATH=src python bench/mfu.py [--preset llama-3.2-1b] [--seq 2048] [--micro-batch 8] [--steps 15] \
+        [--ac none] [--no-compile] [--no-hf]
+
+Both trainers start from the same random weights of the preset's shape (1.24B parameters for
+llama-3.2-1b) and see random tokens, bf16 autocast over fp32 master weights, AdamW and clip 1.0, one
+micro-batch per step. meditron runs its own Trainer (the `meditron train` code path: compiled blocks,
+the chunked loss that never holds the 128k-vocabulary logits); HF `Trainer` runs eager with SDPA
+attention, its defaults. Each runs in its own subprocess, one after the other, with the GPU to itself.
+
+MFU = tokens/s × FLOPs/token ÷ the device's data-sheet dense peak (`meditron.train.metrics.PEAK_FLOPS`;
+FLOPs/token = 6N + attention, PaLM). The first `--skip` steps (compilation, allocator warm-up) are left
+out; the rest give a median step time. A dense bf16 matmul timed in the same run shows what the
+device reaches at best. The issue's target is 45% MFU on one H100. On a CPU the script runs too
+(fp32, `--preset tiny-gqa`) as a smoke check of the same code path. Appends to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "src"))
+from common import machine  # noqa: E402
+
+TARGET_MFU = 0.45
+
+
+def workload(args):
+    """(ModelConfig, torch device, autocast dtype) of this run."""
+    import torch
+
+    from meditron.model.config import preset
+
+    device = torch.device(args.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    return preset(args.preset, max_seq_len=max(args.seq, 256)), device, dtype
+
+
+def child_meditron(args) -> dict:
+    from meditron.train.config import load_train_config
+    from meditron.train.loop import Trainer
+
+    out = Path(tempfile.mkdtemp(prefix="bench-mfu-"))
+    cfg = load_train_config(REPO / "configs" / "tiny.yaml", [
+        f"model.preset={args.preset}", f"model.overrides={{max_seq_len: {max(args.seq, 256)}}}", "model.seed=0",
+        f"train.steps={args.steps}", f"train.seq_len={args.seq}", f"train.micro_batch={args.micro_batch}",
+        f"train.global_batch={args.micro_batch}", f"train.device={args.device}",
+        f"train.precision={'bf16' if args.device.startswith('cuda') else 'fp32'}",
+        f"train.compile={str(args.compile).lower()}", f"parallel.activation_checkpoint={args.ac}",
+        "data.valid_fraction=0", "eval.interval=0", "checkpoint.interval=0", "checkpoint.save_final=false",
+        "optim.lr=3e-4", "optim.min_lr=3e-5", "optim.warmup_steps=1",
+    ])
+    Trainer(cfg, out).run()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    shutil.rmtree(out, ignore_errors=True)
+    return {"step_times": [r["step_time_s"] for r in rows if "step_time_s" in r],
+            "memory_gb": max(r["memory_gb"] for r in rows if "memory_gb" in r)}
+
+
+def child_hf(args) -> dict:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments
+
+    from meditron.train.metrics import memory_gb
+
+    config, device, dtype = workload(args)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(**config.to_hf("float32"), attn_implementation="sdpa"))
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(8, config.vocab_size, (args.micro_batch * args.steps, args.seq), generator=gen)
+    data = [{"input_ids": r, "labels": r} for r in ids]
+    times: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, a, state, control, **kw):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, a, state, control, **kw):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - self.t0)
+
+    targs = TrainingArguments(
+        output_dir=tempfile.mkdtemp(prefix="bench-mfu-hf-"), per_device_train_batch_size=args.micro_batch,
+        max_steps=args.steps, learning_rate=3e-4, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95,
+        adam_epsilon=1e-5, max_grad_norm=1.0, lr_scheduler_type="cosine", warmup_steps=1, logging_steps=1,
+        save_strategy="no", report_to=[], use_cpu=device.type == "cpu", bf16=dtype == torch.bfloat16,
+        dataloader_num_workers=0, disable_tqdm=True,
+    )
+    Trainer(model=model, args=targs, train_dataset=data, callbacks=[Clock()]).train()
+    shutil.rmtree(targs.output_dir, ignore_errors=True)
+    return {"step_times": times, "memory_gb": memory_gb(device)}
+
+
+def child_probe(args) -> dict:
+    """The best this device does on one large dense matmul in the run's dtype."""
+    from meditron.train.metrics import measure_matmul_flops
+
+    _, device, dtype = workload(args)
+    n = 8192 if device.type == "cuda" else 1024
+    return {"flops": measure_matmul_flops(n, repeats=5, device=device, dtype=dtype)}
+
+
+def run_child(name: str, argv: list[str], timeout: int) -> dict:
+    proc = subprocess.run([sys.executable, __file__, "--child", name, *argv], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    if proc.returncode != 0:
+        raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def row(name: str, res: dict, skip: int, tokens: int, fpt: float, peak: float, probe: float) -> tuple[str, float]:
+    timed = res["step_times"][skip:]
+    tps = tokens / statistics.median(timed)
+    mfu = tps * fpt / peak
+    return (f"| {name} | {tps:,.0f} | {tps * fpt / 1e12:.3g} | **{mfu:.1%}** | {tps * fpt / probe:.0%} | "
+            f"{res['memory_gb']:.1f} | {res['step_times'][0]:.1f} |"), mfu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="llama-3.2-1b")
+    ap.add_argument("--seq", type=int, default=2048)
+    ap.add_argument("--micro-batch", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=15)
+    ap.add_argument("--skip", type=int, default=3, help="first steps left out (compilation, warm-up)")
+    ap.add_argument("--ac", default="none", choices=["none", "selective", "full"])
+    ap.add_argument("--no-compile", dest="compile", action="store_false")
+    ap.add_argument("--no-hf", dest="hf", action="store_false", help="skip the HF Trainer baseline")
+    ap.add_argument("--device", default=None, help="cuda (default when present) or cpu")
+    ap.add_argument("--timeout", type=int, default=1800)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.child:
+        print(json.dumps({"meditron": child_meditron, "hf": child_hf, "probe": child_probe}[args.child](args)))
+        return
+    if args.steps <= args.skip + 1:
+        raise SystemExit("--steps must exceed --skip by at least 2")
+
+    from meditron.train.metrics import flops_per_token, peak_flops
+
+    config, device, dtype = workload(args)
+    peak, source = peak_flops(device, dtype)
+    fpt = flops_per_token(config, args.seq)
+    tokens = args.micro_batch * args.seq
+    argv = ["--preset", args.preset, "--seq", str(args.seq), "--micro-batch", str(args.micro_batch),
+            "--steps", str(args.steps), "--ac", args.ac, "--device", args.device,
+            *([] if args.compile else ["--no-compile"])]
+    probe = run_child("probe", argv, args.timeout)["flops"]
+    runs = {f"meditron ({args.ac}{'+compile' if args.compile else ''})": run_child("meditron", argv, args.timeout)}
+    if args.hf:
+        runs["HF Trainer (eager, sdpa)"] = run_child("hf", argv, args.timeout)
+    header = ("| trainer | tokens/s | TFLOP/s | MFU (of data-sheet peak) | of the dense matmul measured | "
+              "peak memory GB | first step s |")
+    lines, mfus = [header, "|---|---|---|---|---|---|---|"], {}
+    for name, res in runs.items():
+        line, mfus[name] = row(name, res, args.skip, tokens, fpt, peak, probe)
+        lines.append(line)
+    summary = [f"Peak: {peak / 1e12:.3g} TFLOP/s ({source}); dense {str(dtype).removeprefix('torch.')} matmul "
+               f"measured in this run: {probe / 1e12:.3g} TFLOP/s; target MFU {TARGET_MFU:.0%}."]
+    names = list(mfus)
+    if len(names) == 2:
+        summary.append(f"meditron vs HF Trainer: {mfus[names[0]] / mfus[names[1]]:.2f}× tokens/s.")
+    table = "\n".join(lines + [""] + summary)
+    print(table)
+    if args.no_write:
+        return
+    cmd = "PYTHONPATH=src python bench/mfu.py " + " ".join(sys.argv[1:])
+    entry = (
+        f"\n## Training MFU: meditron vs HF Trainer ({args.preset}, {str(dtype).removeprefix('torch.')}, "
+        f"{device.type.upper()})\n\n"
+        f"- command: `{cmd.strip()}`\n- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
+        f"- machine: {machine()}\n"
+        f"- workload: {config.n_params / 1e9:.2f}B parameters, batch {args.micro_batch} × {args.seq} tokens, "
+        f"FLOPs/token {fpt / 1e9:.2f}G (6N + attention), {args.steps} steps, median of steps {args.skip + 1}+; "
+        f"each trainer in its own subprocess, one after the other\n\n{table}\n"
+    )
+    with open(REPO / "BENCHMARKS.md", "a") as f:
+        f.write(entry)
+
+
+if __name__ == "__main__":
+    main()
