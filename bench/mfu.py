@@ -117,10 +117,12 @@ def child_probe(args) -> dict:
 
 
 def run_child(name: str, argv: list[str], timeout: int) -> dict:
+    """The child's JSON result, or {"error": last stderr line} (a baseline that runs out of memory is a result)."""
     proc = subprocess.run([sys.executable, __file__, "--child", name, *argv], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     if proc.returncode != 0:
-        raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
+        print(f"{name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+        return {"error": (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1][:200]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -166,7 +168,9 @@ def main() -> None:
     argv = ["--preset", args.preset, "--seq", str(args.seq), "--micro-batch", str(args.micro_batch),
             "--steps", str(args.steps), "--ac", args.ac, "--device", args.device,
             *([] if args.compile else ["--no-compile"])]
-    probe = run_child("probe", argv, args.timeout)["flops"]
+    probe = run_child("probe", argv, args.timeout).get("flops")
+    if probe is None:
+        raise SystemExit("the matmul probe failed (see above)")
     runs = {f"meditron ({args.ac}{'+compile' if args.compile else ''})": run_child("meditron", argv, args.timeout)}
     if args.hf:
         runs["HF Trainer (eager, sdpa)"] = run_child("hf", argv, args.timeout)
@@ -174,6 +178,9 @@ def main() -> None:
               "peak memory GB | first step s |")
     lines, mfus = [header, "|---|---|---|---|---|---|---|"], {}
     for name, res in runs.items():
+        if "error" in res:
+            lines.append(f"| {name} | failed: {res['error'].replace('|', '/')} | | | | | |")
+            continue
         line, mfus[name] = row(name, res, args.skip, tokens, fpt, peak, probe)
         lines.append(line)
     summary = [f"Peak: {peak / 1e12:.3g} TFLOP/s ({source}); dense {str(dtype).removeprefix('torch.')} matmul "
