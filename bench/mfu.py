@@ -3,9 +3,10 @@
     PYTHONPATH=src python bench/mfu.py [--preset llama-3.2-1b] [--seq 2048] [--micro-batch 8] [--steps 15] \
         [--ac none] [--no-compile] [--no-hf]
 
-Both trainers start from the same random weights of the preset's shape (1.24B parameters for
-llama-3.2-1b) and see random tokens, bf16 autocast over fp32 master weights, AdamW and clip 1.0, one
-micro-batch per step. meditron runs its own Trainer (the `meditron train` code path: compiled blocks,
+Both trainers build a randomly initialised model of the preset's shape (1.24B parameters for
+llama-3.2-1b; each with its own initialiser) and train it on tokens that do not matter for speed
+(meditron: its synthetic shards; HF: random ids), bf16 autocast over fp32 master weights, AdamW
+and clip 1.0, one micro-batch per step. meditron runs its own Trainer (the `meditron train` code path: compiled blocks,
 the chunked loss that never holds the 128k-vocabulary logits); HF `Trainer` runs eager with SDPA
 attention, its defaults. Each runs in its own subprocess, one after the other, with the GPU to itself.
 
@@ -117,13 +118,17 @@ def child_probe(args) -> dict:
 
 
 def run_child(name: str, argv: list[str], timeout: int) -> dict:
-    """The child's JSON result, or {"error": last stderr line} (a baseline that runs out of memory is a result)."""
-    proc = subprocess.run([sys.executable, __file__, "--child", name, *argv], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    if proc.returncode != 0:
+    """The child's JSON result, or {"error": why} (a baseline that runs out of memory is a result)."""
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--child", name, *argv], capture_output=True, text=True,
+                              timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result in {timeout} s"}
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
         print(f"{name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
-        return {"error": (proc.stderr.strip().splitlines() or ["exit %d" % proc.returncode])[-1][:200]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200]}
+    return json.loads(lines[-1])
 
 
 def row(name: str, res: dict, skip: int, tokens: int, fpt: float, peak: float, probe: float) -> tuple[str, float]:
@@ -144,7 +149,7 @@ def main() -> None:
     ap.add_argument("--ac", default="none", choices=["none", "selective", "full"])
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--no-hf", dest="hf", action="store_false", help="skip the HF Trainer baseline")
-    ap.add_argument("--device", default=None, help="cuda (default when present) or cpu")
+    ap.add_argument("--device", default=None, choices=["cuda", "cpu"], help="cuda (default when present) or cpu")
     ap.add_argument("--timeout", type=int, default=1800)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--no-write", action="store_true")

@@ -55,12 +55,15 @@ def peak_rss_gb() -> float:
 class Turns:
     """Waits for the parent's go before each timed turn and reports when it is done.
 
-    Messages on the status pipe: `r` (waiting at a turn), `d` (turn done). The parent reads EOF there
-    when the child exits. Turn 0 is the matmul probe, turn 1 the first (compiling) step.
+    Messages on the status pipe: `r` (waiting at a turn), `d` (turn done), `e` (the turn raised). The
+    parent reads EOF there when the child exits. Turn 0 is the matmul probe, turn 1 the first
+    (compiling) step.
     """
 
     def __init__(self, spec: str):
         go, status = (int(x) for x in spec.split(","))
+        for fd in (go, status):  # a grandchild holding the status pipe would hide this child's exit
+            os.set_inheritable(fd, False)
         self.go = os.fdopen(go, "rb", buffering=0)
         self.status = os.fdopen(status, "wb", buffering=0)
         self.times: list[float] = []
@@ -81,8 +84,10 @@ class Turns:
         self.begin()
         try:
             yield
-        finally:
-            self.end()
+        except BaseException:
+            self.status.write(b"e")  # the parent stops the whole run now, with this child's stderr
+            raise
+        self.end()
 
     def probe(self) -> float:
         with self.turn():
@@ -173,30 +178,39 @@ class Child:
         os.close(go_r)
         os.close(status_w)
 
+    def fail(self, why: str) -> SystemExit:
+        try:
+            self.proc.wait(timeout=30)  # let a failing child finish writing its traceback
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return SystemExit(f"{label(self.name, self.variant)} {why} (exit {self.proc.returncode}):\n"
+                          f"{self.err.read_text()[-3000:]}")
+
     def _read(self) -> bytes:
         ready, _, _ = select.select([self.status_r], [], [], self.timeout)
         if not ready:
-            self.proc.kill()
-            raise SystemExit(f"{label(self.name, self.variant)}: no word for {self.timeout} s")
+            raise self.fail(f"sent no word for {self.timeout} s")
         return os.read(self.status_r, 1)
 
     def _expect(self, msg: bytes) -> None:
-        got = self._read()
-        if got != msg:
-            self.proc.wait()
-            raise SystemExit(f"{label(self.name, self.variant)} failed (exit {self.proc.returncode}):\n"
-                             f"{self.err.read_text()[-3000:]}")
+        if self._read() != msg:
+            raise self.fail("failed")
 
     def wait_ready(self) -> None:
         self._expect(b"r")
 
     def take_turn(self) -> bool:
         """Run one turn and whatever the child does up to its next turn; False once it has exited."""
-        os.write(self.go_w, b"g")
+        try:
+            os.write(self.go_w, b"g")
+        except BrokenPipeError:
+            raise self.fail("died waiting for its turn (out of memory?)") from None
         self._expect(b"d")
         if self._read() == b"r":
             return True
-        self.proc.wait()
+        if self.proc.wait(timeout=self.timeout) != 0:
+            raise self.fail("failed after its last step")
         return False
 
     def result(self) -> dict:
@@ -208,14 +222,17 @@ class Child:
 def run_lockstep(jobs: list[tuple[str, str]], args) -> list[dict]:
     """All trainers loaded at once, then one step each in turn (order reversed every other round)."""
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
-        children = [Child(name, v, args, f"{tmp}/child{i}", Path(tmp)) for i, (name, v) in enumerate(jobs)]
+        children: list[Child] = []
         try:
+            for i, (name, v) in enumerate(jobs):
+                children.append(Child(name, v, args, f"{tmp}/child{i}", Path(tmp)))
             for c in children:
                 c.wait_ready()  # loading overlaps, timed work never does
             active, rnd = children, 0
             while active:
                 order = active if rnd % 2 == 0 else active[::-1]
-                active = [c for c in order if c.take_turn()]
+                running = {id(c) for c in order if c.take_turn()}
+                active = [c for c in active if id(c) in running]  # keep the round-0 order: reversal alternates
                 rnd += 1
             return [c.result() for c in children]
         finally:
@@ -237,6 +254,8 @@ def check_jobs(jobs: list[tuple[str, str]]) -> None:
 
 def round_ratios(res: dict, base: dict) -> list[float]:
     """Per round (first step excluded): the baseline's step time over this trainer's, i.e. speed-up."""
+    if len(res["step_times"]) != len(base["step_times"]):
+        raise SystemExit("the trainers ran different numbers of steps; rounds cannot be paired")
     return [b / t for t, b in zip(res["step_times"][1:], base["step_times"][1:])]
 
 
@@ -310,7 +329,7 @@ def main() -> None:
         f"- workload: batch {args.batch} × {args.seq} tokens, AdamW, clip 1.0, {args.steps} steps; "
         f"FLOPs/token {fpt / 1e6:.0f}M (6N + attention); each trainer in its own subprocess (peak RSS includes loading)\n"
         f"- mode: lock-step, {args.steps - 1} timed rounds: all trainers loaded, then one step each in turn, all "
-        f"cores to the trainer whose turn it is, order reversed every other round; a ratio is HF's step time over "
+        f"cores to the trainer whose turn it is, the order reversed every other round; a ratio is HF's step time over "
         f"this trainer's in the same round (first, compiling step excluded; it is the 'first step' column); each child "
         f"starts with an empty inductor cache; the matmul peak is a 1024³ fp32 matmul timed in each trainer's first turn\n\n"
         f"{table}\n"
