@@ -62,8 +62,10 @@ def interleaved(runs: dict[str, Callable[[], object]], repeats: int = 3) -> dict
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def record(title: str, table: str, notes: str = "") -> None:
-    """Print the table and append a dated entry with the exact command to BENCHMARKS.md."""
+def record(title: str, table: str, notes: str = "", details: tuple[str, ...] = ()) -> None:
+    """Print the table and append a dated entry with the exact command to BENCHMARKS.md.
+
+    `details` are further bullet lines after the machine (workload, mode, ...)."""
     print(table)
     path = ROOT / "BENCHMARKS.md"
     if not path.exists():
@@ -71,7 +73,7 @@ def record(title: str, table: str, notes: str = "") -> None:
                         "measured in the same run, and the ratio.\n")
     command = "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
     entry = (f"\n## {title}\n\n- command: `{command}`\n- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC\n"
-             f"- machine: {machine()}\n\n{table}\n")
+             f"- machine: {machine()}\n" + "".join(f"- {d}\n" for d in details) + f"\n{table}\n")
     if notes:
         entry += f"\n{notes}\n"
     with path.open("a") as f:

@@ -20,7 +20,6 @@ device reaches at best. The issue's target is 45% MFU on one H100. On a CPU the 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import shutil
@@ -34,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO / "src"))
-from common import machine  # noqa: E402
+from common import record  # noqa: E402
 
 TARGET_MFU = 0.45
 
@@ -194,21 +193,14 @@ def main() -> None:
     if len(names) == 2:
         summary.append(f"meditron vs HF Trainer: {mfus[names[0]] / mfus[names[1]]:.2f}× tokens/s.")
     table = "\n".join(lines + [""] + summary)
-    print(table)
     if args.no_write:
+        print(table)
         return
-    cmd = "PYTHONPATH=src python bench/mfu.py " + " ".join(sys.argv[1:])
-    entry = (
-        f"\n## Training MFU: meditron vs HF Trainer ({args.preset}, {str(dtype).removeprefix('torch.')}, "
-        f"{device.type.upper()})\n\n"
-        f"- command: `{cmd.strip()}`\n- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
-        f"- machine: {machine()}\n"
-        f"- workload: {config.n_params / 1e9:.2f}B parameters, batch {args.micro_batch} × {args.seq} tokens, "
-        f"FLOPs/token {fpt / 1e9:.2f}G (6N + attention), {args.steps} steps, median of steps {args.skip + 1}+; "
-        f"each trainer in its own subprocess, one after the other\n\n{table}\n"
-    )
-    with open(REPO / "BENCHMARKS.md", "a") as f:
-        f.write(entry)
+    record(f"Training MFU: meditron vs HF Trainer ({args.preset}, {str(dtype).removeprefix('torch.')}, "
+           f"{device.type.upper()})", table, details=(
+               f"workload: {config.n_params / 1e9:.3g}B parameters, batch {args.micro_batch} × {args.seq} tokens, "
+               f"FLOPs/token {fpt / 1e9:.3g}G (6N + attention), {args.steps} steps, median of steps {args.skip + 1}+; "
+               "each trainer in its own subprocess, one after the other",))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ batch × sequence, fp32, AdamW (0.9, 0.95, eps 1e-5, wd 0.1), clip 1.0, same CPU
 The trainers run in lock-step. Each is its own subprocess (so its peak RSS is its own), all are loaded
 at once, and then they take turns: one optimizer step each, round after round, the order reversed
 every other round, every turn with all cores to itself while the others wait on a pipe. A shared
-machine drifts by ±15-30% over minutes; steps a minute apart see the same machine, so each round's
+machine drifts by ±15-30% over minutes; steps run back to back see the same machine, so each round's
 ratio (HF's step time over this trainer's) is a side-by-side measurement, and the table reports
 their median and range. Each trainer's first turn times a 1024³ fp32 matmul, so its throughput can
 be read as a fraction of the machine's fp32 peak; its first step holds torch.compile's compilation
@@ -21,7 +21,6 @@ taken against) and `compile` (`TrainingArguments(torch_compile=True)`). Appends 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import resource
@@ -37,7 +36,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-from common import machine, matmul_peak_gflops  # noqa: E402
+from common import matmul_peak_gflops, record  # noqa: E402
 
 
 def flops_per_token(seq: int) -> float:
@@ -214,9 +213,11 @@ class Child:
         return False
 
     def result(self) -> dict:
-        if self.proc.returncode != 0:
-            raise SystemExit(f"{label(self.name, self.variant)} failed:\n{self.err.read_text()[-3000:]}")
-        return json.loads(self.out.read_text().strip().splitlines()[-1])
+        """The JSON line the child printed last (take_turn has already seen it exit 0)."""
+        lines = self.out.read_text().strip().splitlines()
+        if not lines:
+            raise self.fail("printed no result")
+        return json.loads(lines[-1])
 
 
 def run_lockstep(jobs: list[tuple[str, str]], args) -> list[dict]:
@@ -317,28 +318,18 @@ def main() -> None:
     table = "\n".join([header, "|---|---|---|---|---|---|---|---|---|", *table_rows(results, base, tokens, fpt)])
     table += "\n\nStep times per round, s (first, compiling step excluded):\n\n" + "\n".join(
         f"- {lab}: {', '.join(f'{t:.1f}' for t in r['step_times'][1:])}" for lab, r in results.items())
-    print(table)
     if args.no_write:
+        print(table)
         return
-    cmd = "PYTHONPATH=src python bench/train.py " + " ".join(sys.argv[1:])
-    entry = (
-        f"\n## Training throughput: meditron vs HF Trainer (SmolLM2-135M, fp32, CPU)\n\n"
-        f"- command: `{cmd.strip()}`\n- date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}\n"
-        f"- machine: {machine()}, load average {load:.1f} at start"
-        f"{' (other jobs ran alongside)' if load > (os.cpu_count() or 1) else ''}\n"
-        f"- workload: batch {args.batch} × {args.seq} tokens, AdamW, clip 1.0, {args.steps} steps; "
-        f"FLOPs/token {fpt / 1e6:.0f}M (6N + attention); each trainer in its own subprocess (peak RSS includes loading)\n"
-        f"- mode: lock-step, {args.steps - 1} timed rounds: all trainers loaded, then one step each in turn, all "
-        f"cores to the trainer whose turn it is, the order reversed every other round; a ratio is HF's step time over "
-        f"this trainer's in the same round (first, compiling step excluded; it is the 'first step' column); each child "
-        f"starts with an empty inductor cache; the matmul peak is a 1024³ fp32 matmul timed in each trainer's first turn\n\n"
-        f"{table}\n"
-    )
-    path = REPO / "BENCHMARKS.md"
-    if not path.exists():
-        path.write_text("# Benchmarks\n")
-    with open(path, "a") as f:
-        f.write(entry)
+    record("Training throughput: meditron vs HF Trainer (SmolLM2-135M, fp32, CPU)", table, details=(
+        f"load average {load:.1f} at start{' (other jobs ran alongside)' if load > (os.cpu_count() or 1) else ''}",
+        f"workload: batch {args.batch} × {args.seq} tokens, AdamW, clip 1.0, {args.steps} steps; FLOPs/token "
+        f"{fpt / 1e6:.0f}M (6N + attention); each trainer in its own subprocess (peak RSS includes loading)",
+        f"mode: lock-step, {args.steps - 1} timed rounds: all trainers loaded, then one step each in turn, all cores "
+        "to the trainer whose turn it is, the order reversed every other round; a ratio is HF's step time over this "
+        "trainer's in the same round (first, compiling step excluded; it is the 'first step' column); each child "
+        "starts with an empty inductor cache; the matmul peak is a 1024³ fp32 matmul timed in each trainer's first turn",
+    ))
 
 
 if __name__ == "__main__":
