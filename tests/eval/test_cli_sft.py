@@ -85,3 +85,13 @@ def test_sft_data_plain_and_cot(shared_data, tmp_path):
     assert len(med) == 1000 and med[0]["answer"] in "ABCDE"
     with pytest.raises(DataError, match="explanation"):
         build_sft("medmcqa", data_dir=str(root), cot=True)  # the shared subset has no explanations
+
+
+def test_sft_data_writer_makes_missing_folders(tmp_path):
+    """`--out sft/medmcqa.jsonl` into a folder that does not exist yet creates it instead of crashing."""
+    from meditron.eval.sft_data import write_jsonl
+
+    out = tmp_path / "sft" / "nested" / "medmcqa.jsonl"
+    rows = [{"id": "a", "question": "q?", "answer": "A"}, {"id": "b", "question": "r?", "answer": "B"}]
+    assert write_jsonl(rows, str(out)) == 2
+    assert [json.loads(x) for x in out.read_text().splitlines()] == rows

@@ -46,11 +46,12 @@ def build_sft(name: str, data_dir: str | None = None, cot: bool = False, split: 
 
 
 def write_jsonl(rows: Iterable[dict], out: str | None) -> int:
+    """One JSON object per line to `out` (its folders made first, as `--out sft/x.jsonl` expects) or stdout."""
     n = 0
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)  # before open(), which needs the folder
     f = open(out, "w", encoding="utf-8") if out else sys.stdout
     try:
-        if out:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
         for r in rows:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
             n += 1

@@ -197,15 +197,18 @@ def save_hf(
     tokenizer: Any = None,
     dtype: torch.dtype | str | None = None,
     max_shard_bytes: int = 2 * 1024**3,
+    protect: Iterable[str | os.PathLike] = (),
 ) -> Path:
     """Write a folder that `transformers.AutoModelForCausalLM.from_pretrained` loads.
 
     config.json, generation_config.json, safetensors (sharded with an index above
-    `max_shard_bytes`) and the tokenizer files. Written to a temporary folder, then renamed.
+    `max_shard_bytes`) and the tokenizer files. Written to a temporary folder, then renamed over
+    `out_dir`, which `check_hf_target` first vets against `protect` (the folders being read).
     """
     from safetensors.torch import save_file
 
     out = Path(out_dir)
+    check_hf_target(out, protect)
     dtype = parse_dtype(dtype) or next(model.parameters()).dtype
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -243,6 +246,36 @@ def save_hf(
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
     return out
+
+
+def check_hf_target(out: str | os.PathLike, protect: Iterable[str | os.PathLike] = ()) -> None:
+    """Refuse an `out` whose replacement would destroy data; writing a model deletes `out` first.
+
+    An empty or absent folder is fine, and so is a previous Hugging Face export (it has config.json).
+    Anything else non-empty is refused, as is a folder that is, holds or lies inside one of the
+    `protect` folders (e.g. `meditron export runs/x runs/x` would delete the checkpoint it reads).
+    """
+    out = Path(out)
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        return
+    target = out.resolve()
+    for folder in protect:
+        how = _overlap(target, Path(folder).resolve())
+        if how:
+            raise ModelError(f"refusing to write {out}: it {how} {folder}, which is being exported, and writing "
+                             "deletes the output folder first; choose another folder")
+    if not (out / "config.json").is_file():
+        raise ModelError(f"refusing to replace {out}: it exists, is not empty and is not a Hugging Face model "
+                         "folder (no config.json); choose a new or empty folder")
+
+
+def _overlap(target: Path, src: Path) -> str:
+    """How `target` overlaps `src` ("is", "holds", "is inside"), or "" when deleting it spares `src`."""
+    if target == src:
+        return "is"
+    if target in src.parents:
+        return "holds"
+    return "is inside" if src in target.parents else ""
 
 
 def _standalone(t: torch.Tensor) -> torch.Tensor:

@@ -169,14 +169,39 @@ def load_checkpoint_model(path: str | Path, dtype: torch.dtype = torch.float32):
 
 def export_checkpoint(path: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
     """Write a Hugging Face folder (safetensors, config, tokenizer) from a training checkpoint."""
-    from meditron.model.weights import parse_dtype, save_hf
+    from meditron.model.weights import check_hf_target, parse_dtype, save_hf
 
+    ckpt = resolve_checkpoint(path)
+    check_hf_target(out_dir, [ckpt])  # before loading: a 70B load is wasted on a refused folder
     torch_dtype = parse_dtype(dtype)
-    model, meta, ckpt = load_checkpoint_model(path, torch_dtype)
+    model, meta, ckpt = load_checkpoint_model(ckpt, torch_dtype)
     tokenizer = None
     tok_dir = meta.get("tokenizer_dir")
     if tok_dir and (ckpt.parents[1] / tok_dir).is_dir():
         from meditron.model.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer(ckpt.parents[1] / tok_dir)
-    return save_hf(model, out_dir, tokenizer=tokenizer, dtype=torch_dtype)
+        if _was_sft(meta):
+            _chat_eos(model, tokenizer)
+    return save_hf(model, out_dir, tokenizer=tokenizer, dtype=torch_dtype, protect=[ckpt])
+
+
+def _was_sft(meta: dict[str, Any]) -> bool:
+    """Whether the checkpoint's run fine-tuned on ChatML conversations (data.mode=sft)."""
+    return ((meta.get("config") or {}).get("data") or {}).get("mode") == "sft"
+
+
+def _chat_eos(model: nn.Module, tokenizer) -> None:
+    """End generation at `<|im_end|>`: a ChatML fine-tune ends its answers there, not at `</s>`.
+
+    As MEDITRON's converter does for fine-tuned models (`--override_special_tokens eos=<|im_end|>`);
+    the tokenizer and the model config (hence config.json and generation_config.json) both change.
+    """
+    from meditron.model.tokenizer import CHAT_TOKENS
+
+    im_end = CHAT_TOKENS[1]
+    eos_id = tokenizer.token_to_id(im_end)
+    if eos_id is None:
+        return
+    tokenizer.eos_token = im_end
+    model.config = model.config.replace(eos_token_id=eos_id)

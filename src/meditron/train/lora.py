@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import nn
 
-from meditron.errors import ConfigError
+from meditron.errors import ConfigError, ModelError
 from meditron.model.config import ModelConfig
 from meditron.model.llama import Transformer
 
@@ -38,7 +38,24 @@ def merge_lora(model: nn.Module, config: ModelConfig) -> Transformer:
             continue
         state[name.replace(".base_layer.", ".")] = tensor
     plain = Transformer(config).to(next(iter(state.values())).dtype)
-    plain.load_state_dict(state, strict=False)
+    if config.tie_embeddings and "tok_embeddings.weight" in state:
+        state.setdefault("output.weight", state["tok_embeddings.weight"])
+    _check_names(plain, state)
+    plain.load_state_dict(state, strict=True)
     if config.tie_embeddings:
         plain.output.weight = plain.tok_embeddings.weight
     return plain
+
+
+def _check_names(plain: nn.Module, state: dict) -> None:
+    """Every merged tensor must land on a parameter and every parameter must get one.
+
+    A lenient load would skip a misnamed tensor and export that layer's random init; this names
+    the first mismatch in a user-facing error instead of torch's list of every key.
+    """
+    expected = set(plain.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        first = f"missing {missing[0]}" if missing else f"unexpected {unexpected[0]}"
+        raise ModelError(f"merging LoRA: {len(missing)} parameters missing and {len(unexpected)} unexpected "
+                         f"(first: {first}); the adapters do not fit this model config")
