@@ -24,13 +24,17 @@ def rows(out):
 
 def test_non_finite_step_is_skipped_counted_and_logged(tmp_path):
     cfg = load_train_config(TINY, ["train.steps=4", "failures.inject_nan_steps=[3]", "checkpoint.interval=0",
-                                   "eval.interval=0", "checkpoint.save_final=false"])
+                                   "eval.interval=0", "checkpoint.save_final=false", "log.interval=2"])
     trainer = Trainer(cfg, tmp_path)
     trainer.run()
+    lines = (tmp_path / "metrics.jsonl").read_text()
+    assert "NaN" not in lines and "Infinity" not in lines  # strict JSON: non-finite values are null
     r = {x["step"]: x for x in rows(tmp_path) if "loss" in x}
-    assert r[3]["skipped"] and not math.isfinite(r[3]["loss"]) and r[3]["n_skipped"] == 1
+    assert sorted(r) == [2, 3, 4]  # step 3 is off the log interval, but a skip is always written
+    assert r[3]["skipped"] and r[3]["loss"] is None and r[3]["n_skipped"] == 1
     assert not r[4]["skipped"] and math.isfinite(r[4]["loss"]) and r[4]["n_skipped"] == 1
-    assert set(r[1]) >= {"step", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "memory_gb"}
+    assert set(r[2]) >= {"step", "loss", "lr", "grad_norm", "tokens_per_s", "mfu", "memory_gb", "n_rollbacks"}
+    assert cli_main(["plot", str(tmp_path), "--out", str(tmp_path / "c.png")]) == 0  # null losses are left out
 
 
 def test_consecutive_non_finite_steps_roll_back_to_the_checkpoint(tmp_path):
@@ -40,12 +44,19 @@ def test_consecutive_non_finite_steps_roll_back_to_the_checkpoint(tmp_path):
     trainer = Trainer(cfg, tmp_path)
     trainer.run()
     r = {x["step"]: x for x in rows(tmp_path) if "loss" in x}
-    assert r[4]["rollback_to"] == 2 and r[5]["n_skipped"] == 2 and not r[5]["skipped"]
+    assert r[4]["rollback_to"] == 2 and r[4]["n_rollbacks"] == 1 and r[3]["n_rollbacks"] == 0
+    assert r[5]["n_skipped"] == 2 and not r[5]["skipped"] and r[5]["n_rollbacks"] == 1
     # no checkpoint to go back to: a one-line error naming the fix
     cfg = load_train_config(TINY, ["train.steps=3", "failures.inject_nan_steps=[1,2]",
                                    "failures.max_consecutive_skips=2", "checkpoint.interval=0"])
     with pytest.raises(Exception, match="no checkpoint to roll back to"):
         Trainer(cfg, tmp_path / "b").run()
+    # rolling back again and again does not help: the run stops after failures.max_rollbacks
+    cfg = load_train_config(TINY, ["train.steps=8", "failures.inject_nan_steps=[3,4,5,6,7]",
+                                   "failures.max_consecutive_skips=2", "failures.max_rollbacks=1",
+                                   "checkpoint.interval=2", "eval.interval=0"])
+    with pytest.raises(Exception, match="after 1 rollbacks .* at step 6"):
+        Trainer(cfg, tmp_path / "c").run()
 
 
 def test_export_loads_in_transformers_with_the_trained_logits(baseline, tmp_path):
@@ -155,3 +166,14 @@ def test_compile_without_a_compiler_names_the_key(tmp_path, monkeypatch):
     monkeypatch.setattr("meditron.train.parallel.shutil.which", lambda name: None)
     with pytest.raises(ConfigError, match="train.compile"):
         train(load_train_config(TINY, ["train.steps=1", "train.compile=true", "eval.interval=0"]), tmp_path)
+
+
+def test_resume_refuses_what_would_corrupt_the_run(baseline, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(baseline, run)
+    with pytest.raises(ConfigError, match="checkpoint.resume=false"):  # would mix two runs' checkpoints
+        Trainer(load_train_config(TINY, ["checkpoint.resume=false"]), run)
+    with pytest.raises(ConfigError, match="train.global_batch: .* read 80 samples in 10 steps"):
+        Trainer(load_train_config(TINY, ["train.global_batch=4", "train.steps=20"]), run)

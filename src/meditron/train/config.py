@@ -50,7 +50,7 @@ class DataSection:
 @dataclass
 class TrainSection:
     steps: int | None = None  # optimizer steps to run; None: epochs × dataset / global batch
-    epochs: float | None = None  # used when steps is None (sft: 3)
+    epochs: float | None = None  # used when steps is None (MEDITRON SFT: 3, configs/meditron-7b-sft.yaml)
     seq_len: int = 2048
     micro_batch: int = 1  # sequences per forward/backward on one data-parallel rank
     global_batch: int = 8  # sequences per optimizer step (accumulation fills the gap)
@@ -70,7 +70,7 @@ class OptimSection:
     weight_decay: float = 0.1  # not applied to norms and biases (Megatron)
     clip: float = 1.0  # gradient norm clip; 0 disables
     warmup_steps: int | None = None
-    warmup_fraction: float = 0.0  # used when warmup_steps is None (sft: 0.1)
+    warmup_fraction: float = 0.0  # used when warmup_steps is None (MEDITRON SFT: 0.1)
     schedule_factor: float = 1.0  # cosine sized for factor × run steps (MEDITRON: 2.0 = "2 epochs, stop at 1")
     schedule_steps: int | None = None  # explicit schedule length (overrides schedule_factor)
 
@@ -112,6 +112,7 @@ class LogSection:
 @dataclass
 class FailureSection:
     max_consecutive_skips: int = 5  # this many non-finite steps in a row roll back to the last checkpoint
+    max_rollbacks: int = 3  # a run that needs more rollbacks than this stops with an error
     inject_nan_steps: list[int] = field(default_factory=list)  # testing: make these steps' loss NaN
 
 
@@ -145,13 +146,9 @@ class TrainConfig:
     def validate(self) -> None:
         """Checks that need several keys at once; each error names the key to change."""
         p, t = self.parallel, self.train
-        for key in ("dp", "tp", "pp", "dp_replicate"):
-            if getattr(p, key) < 1:
-                raise ConfigError(f"parallel.{key} must be >= 1")
+        self._check_ranges()
         if p.dp % p.dp_replicate:
             raise ConfigError(f"parallel.dp {p.dp} is not a multiple of parallel.dp_replicate {p.dp_replicate}")
-        if t.micro_batch < 1 or t.global_batch < 1:
-            raise ConfigError("train.micro_batch and train.global_batch must be >= 1")
         if t.global_batch % (t.micro_batch * p.dp):
             raise ConfigError(
                 f"train.global_batch {t.global_batch} must be a multiple of train.micro_batch × parallel.dp "
@@ -178,6 +175,27 @@ class TrainConfig:
             raise ConfigError("data.train_file is empty; give a JSONL of question/answer or set data.synthetic=true")
         if t.steps is None and t.epochs is None:
             raise ConfigError("set train.steps or train.epochs")
+
+    # (key, smallest allowed value); None values mean "use the default" and are not checked
+    MINIMUMS = (("parallel.dp", 1), ("parallel.tp", 1), ("parallel.pp", 1), ("parallel.dp_replicate", 1),
+                ("train.micro_batch", 1), ("train.global_batch", 1), ("train.seq_len", 2), ("train.steps", 1),
+                ("train.loss_chunk", 1), ("data.pad_multiple", 1), ("optim.lr", 0.0), ("optim.min_lr", 0.0),
+                ("optim.eps", 0.0), ("optim.clip", 0.0), ("optim.warmup_steps", 0),
+                ("checkpoint.interval", 0), ("checkpoint.keep", 1), ("eval.interval", 0), ("eval.batches", 1),
+                ("log.interval", 1), ("failures.max_consecutive_skips", 1), ("failures.max_rollbacks", 0),
+                ("lora.r", 1))
+
+    def _check_ranges(self) -> None:
+        """Values that load as the right type but cannot work (a zero pad multiple divides by zero)."""
+        for key, low in self.MINIMUMS:
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
+            if value is not None and value < low:
+                raise ConfigError(f"{key} must be >= {low} (got {value})")
+        if self.optim.min_lr > self.optim.lr:
+            raise ConfigError(f"optim.min_lr {self.optim.min_lr} is above optim.lr {self.optim.lr}")
+        if self.train.epochs is not None and self.train.epochs <= 0:
+            raise ConfigError(f"train.epochs must be > 0 (got {self.train.epochs})")
 
     @property
     def accumulation(self) -> int:

@@ -209,6 +209,39 @@ class BlendedDataset:
         return {self.sources[s].name: counts.get(s, 0) / max(1, self.n_samples) for s in range(len(self.sources))}
 
 
+def corpus_tokenizer(prefixes: list[str]) -> dict[str, Any] | None:
+    """The tokenizer `meditron corpus build` recorded in the datacard.json beside these shards.
+
+    Shards hold ids, not text, so the card is the only place that says which vocabulary they use:
+    MEDITRON's corpus is Llama-2 plus 17 Megatron specials and S2ORC tags (32,017 ids) with
+    documents separated by <EOD> = 32002, not by the model's </s>. Every source must agree;
+    shards without a card (made elsewhere) say nothing and return None.
+    """
+    found: dict[str, dict[str, Any]] = {}
+    for prefix in prefixes:
+        card = Path(prefix).parent / "datacard.json"
+        if card.is_file():
+            tok = json.loads(card.read_text()).get("tokenizer") or {}
+            if tok.get("vocab_size") is not None:
+                found[str(card)] = {**tok, "card": str(card)}
+    kinds = {(t["vocab_size"], t.get("eod_id")) for t in found.values()}
+    if len(kinds) > 1:
+        listed = "; ".join(f"{c}: vocab {t['vocab_size']}, EOD {t.get('eod_id')}" for c, t in found.items())
+        raise DataError(f"data.sources mixes corpora tokenized differently ({listed}); rebuild them with one tokenizer")
+    return next(iter(found.values()), None)
+
+
+def check_token_ids(tokens: np.ndarray, vocab_size: int) -> None:
+    """Refuse ids the model has no embedding for (an IndexError deep in the forward otherwise)."""
+    top = int(tokens.max(initial=0))
+    if top >= vocab_size:
+        raise DataError(
+            f"the data holds token id {top} but the model's vocabulary has {vocab_size} ids: the shards were "
+            "tokenized with another tokenizer; build the corpus with the model's tokenizer, or set "
+            "model.tokenizer to the corpus's (the model's embeddings grow to fit it)"
+        )
+
+
 def split_docs(ds: IndexedDataset, valid_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Training and held-out document ids: the last fraction of documents is held out."""
     n = len(ds)

@@ -31,6 +31,8 @@ from meditron.train.data import (
     EpochOrder,
     PackedSource,
     SFTDataset,
+    check_token_ids,
+    corpus_tokenizer,
     make_synthetic_sft,
     make_synthetic_shards,
     rank_slice,
@@ -96,8 +98,11 @@ class Trainer:
         self.mesh = build_mesh(self.env, cfg)
         model, self.tokenizer = self._load_model()
         self.sft = cfg.data.mode == "sft"
+        self.corpus_tok = None
         if self.sft:
             self._prepare_chat_tokens(model)
+        elif not cfg.data.synthetic:
+            self._prepare_corpus_tokens(model)
         self.model_config = dataclasses.replace(model.config)
         self._build_data()
         if cfg.lora.enabled:
@@ -195,18 +200,41 @@ class Trainer:
         if isinstance(tok, ByteTokenizer):
             return
         from meditron.model.tokenizer import add_chat_tokens
-        from meditron.model.weights import resize_embeddings
 
         add_chat_tokens(tok)
-        if tok.vocab_size > model.config.vocab_size:
-            if model.tok_embeddings is not None and model.output is not None:
-                resize_embeddings(model, tok.vocab_size)
-            else:
-                _resize_stage(model, tok.vocab_size)
+        _grow_vocab(model, tok.vocab_size)
+
+    def _prepare_corpus_tokens(self, model) -> None:
+        """Match the model to the vocabulary the corpus was tokenized with (its datacard says which).
+
+        MEDITRON's own corpus adds 17 tokens to Llama-2's 32,000 (MEDITRON.md §4.1): the model's
+        tokenizer gets the same additions and its embeddings grow to 32,017 rows, as the paper's did.
+        """
+        d = self.cfg.data
+        info = corpus_tokenizer([s.path for s in d.sources] + [v.path for v in d.valid])
+        self.corpus_tok = info
+        if info is None or info["vocab_size"] <= model.config.vocab_size:
+            return
+        tok = self.tokenizer
+        if info.get("meditron_tokens") and tok is not None and not isinstance(tok, ByteTokenizer):
+            from meditron.model.tokenizer import add_meditron_tokens
+
+            add_meditron_tokens(tok)
+        grown = tok is not None and tok.vocab_size == info["vocab_size"] and tok.eod_id == info.get("eod_id")
+        if not grown:
+            raise ConfigError(
+                f"{info['card']}: the corpus was tokenized with {info.get('ref')!r} ({info['vocab_size']} ids, EOD "
+                f"{info.get('eod_id')}) but the model has {model.config.vocab_size} ids and its tokenizer "
+                f"{'is unknown' if tok is None else f'gives {tok.vocab_size} ids, EOD {tok.eod_id}'}; "
+                "set model.tokenizer to the corpus's tokenizer"
+            )
+        _grow_vocab(model, tok.vocab_size)
 
     def _eod(self) -> int:
         if self.cfg.data.eod_id is not None:
             return self.cfg.data.eod_id
+        if self.corpus_tok is not None and self.corpus_tok.get("eod_id") is not None:
+            return int(self.corpus_tok["eod_id"])
         if self.tokenizer is not None and getattr(self.tokenizer, "eod_id", None) is not None:
             return int(self.tokenizer.eod_id)
         eos = self.model_config.eos_token_id
@@ -304,16 +332,30 @@ class Trainer:
             self.tokenizer.save(self.out / "tokenizer")
 
     def _resume(self) -> None:
+        """Continue from the latest checkpoint in OUT; refuse what would silently corrupt the run."""
         c = self.cfg.checkpoint
-        latest = self.ckpt.latest() if c.resume else None
-        if latest is not None:
-            state = self.ckpt.load(latest, self.pm.state_module, self.optimizer)
-            self.step = int(state["step"])
-            self.tokens_seen = int(state.get("tokens", 0))
-            self.skipped = int(state.get("skipped", 0))
-            self.rollbacks = int(state.get("rollbacks", 0))
-            if self.main:
-                print(f"meditron: resumed from {latest} at step {self.step}", file=sys.stderr)
+        latest = self.ckpt.latest()
+        if latest is not None and not c.resume:
+            raise ConfigError(
+                f"{self.out} holds checkpoints of an earlier run (latest {latest.name}); with checkpoint.resume=false "
+                "they would mix with this run's: choose another --out, delete them, or set checkpoint.resume=true"
+            )
+        if latest is None:
+            return
+        state = self.ckpt.load(latest, self.pm.state_module, self.optimizer)
+        self.step = int(state["step"])
+        G = self.cfg.train.global_batch
+        if state.get("samples") is not None and int(state["samples"]) != self.step * G:
+            raise ConfigError(
+                f"train.global_batch: {latest} read {state['samples']} samples in {self.step} steps, but "
+                f"train.global_batch={G} would resume at sample {self.step * G} and re-read or skip data; "
+                "set it back to the checkpoint's value"
+            )
+        self.tokens_seen = int(state.get("tokens", 0))
+        self.skipped = int(state.get("skipped", 0))
+        self.rollbacks = int(state.get("rollbacks", 0))
+        if self.main:
+            print(f"meditron: resumed from {latest} at step {self.step}", file=sys.stderr)
 
     def _train_state(self) -> dict[str, Any]:
         return {"tokens": self.tokens_seen, "skipped": self.skipped, "rollbacks": self.rollbacks,
@@ -340,6 +382,8 @@ class Trainer:
         else:
             for s in range(0, len(idx), mb):
                 tok, tgt = self.train_set.batch(idx[s: s + mb])
+                check_token_ids(tok, self.model_config.vocab_size)
+                check_token_ids(tgt, self.model_config.vocab_size)
                 batches.append((torch.from_numpy(np.ascontiguousarray(tok)), torch.from_numpy(np.ascontiguousarray(tgt))))
             n_targets = n_tokens = G * cfg.train.seq_len
         return batches, 1.0 / max(1, n_targets), n_tokens
@@ -392,10 +436,11 @@ class Trainer:
             "step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "tokens_per_s": tps,
             "mfu": tps * self.flops_per_token / (self.peak * self.env.world),
             "step_time_s": dt, "tokens": self.tokens_seen, "memory_gb": memory_gb(self.env.device),
-            "skipped": not finite, "n_skipped": self.skipped,
+            "skipped": not finite, "n_skipped": self.skipped, "n_rollbacks": self.rollbacks,
         }
         if self.consecutive >= cfg.failures.max_consecutive_skips:
             row["rollback_to"] = self._rollback()
+            row["n_rollbacks"] = self.rollbacks
         return row
 
     def _rollback(self) -> int:
@@ -404,6 +449,12 @@ class Trainer:
             raise TrainingError(
                 f"{self.consecutive} non-finite steps in a row and no checkpoint to roll back to; "
                 "lower optim.lr, check the data, or set checkpoint.interval"
+            )
+        if self.rollbacks >= self.cfg.failures.max_rollbacks:
+            raise TrainingError(
+                f"{self.consecutive} non-finite steps in a row after {self.rollbacks} rollbacks "
+                f"(failures.max_rollbacks) at step {self.step}: going back again would not help; "
+                "lower optim.lr or check the data these steps read"
             )
         state = self.ckpt.load(latest, self.pm.state_module, self.optimizer)
         self.consecutive = 0
@@ -443,6 +494,7 @@ class Trainer:
                         tok, tgt = _pad(tok, tgt, cfg.train.seq_len, self.pad_id)
                 else:
                     arr = np.stack([vs.window(r) for r in rows])
+                    check_token_ids(arr, self.model_config.vocab_size)
                     tok, tgt = arr[:, :-1], arr[:, 1:].copy()
                 tgt[~real] = -100
                 tok, tgt = torch.from_numpy(np.ascontiguousarray(tok)), torch.from_numpy(np.ascontiguousarray(tgt))
@@ -480,7 +532,8 @@ class Trainer:
             row = self.train_step()
             if cfg.eval.interval and self.step % cfg.eval.interval == 0 and self.valid_sets:
                 row.update(self.validate())
-            if self.step % cfg.log.interval == 0 or self.step == self.total_steps:
+            logged = self.step % cfg.log.interval == 0 or self.step == self.total_steps
+            if logged or row["skipped"] or "rollback_to" in row:  # failures are written whatever log.interval
                 self.metrics.write(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
@@ -513,6 +566,18 @@ def _folder_tokenizer(folder: Path, override: str | None):
     from meditron.model.tokenizer import load_tokenizer
 
     return load_tokenizer(folder)
+
+
+def _grow_vocab(model, new_vocab: int) -> None:
+    """Grow the whole model's embeddings, or those of the pipeline stage that holds them."""
+    if new_vocab <= model.config.vocab_size:
+        return
+    if model.tok_embeddings is not None and model.output is not None:
+        from meditron.model.weights import resize_embeddings
+
+        resize_embeddings(model, new_vocab)
+    else:
+        _resize_stage(model, new_vocab)
 
 
 def _resize_stage(model, new_vocab: int) -> None:

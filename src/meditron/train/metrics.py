@@ -8,6 +8,7 @@ for attention scores and values (L layers, H·Q = heads × head size, T the sequ
 from __future__ import annotations
 
 import json
+import math
 import resource
 import sys
 import time
@@ -103,7 +104,7 @@ class MetricsWriter:
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        self.file.write(json.dumps(row) + "\n")
+        self.file.write(json.dumps(strict_json(row), allow_nan=False) + "\n")
         self.file.flush()
         if self.tb is not None:
             for key, value in row.items():
@@ -122,6 +123,11 @@ def _step_of(line: str) -> int:
         return int(json.loads(line).get("step", 0))
     except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
         return 0
+
+
+def strict_json(row: dict[str, Any]) -> dict[str, Any]:
+    """Non-finite floats as null: bare NaN/Infinity are not JSON, and strict parsers (jq, JS) reject them."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()}
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -146,14 +152,15 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in read_metrics(run_dir) if "loss" in r]
+    every = read_metrics(run_dir)
+    rows = [r for r in every if r.get("loss") is not None]  # training steps; skipped ones have loss null
     out = Path(out) if out else Path(run_dir) / "curves.png"
     steps = [r["step"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     axes[0].plot(steps, [r["loss"] for r in rows], label="train")
-    valid_keys = sorted({k for r in rows for k in r if k.startswith("valid/") and k.endswith("/loss")})
-    for key in valid_keys:
-        pts = [(r["step"], r[key]) for r in rows if key in r]
+    valid_keys = sorted({k for r in every for k in r if k.startswith("valid/") and k.endswith("/loss")})
+    for key in valid_keys:  # from every row: the end-of-run validation has a row of its own
+        pts = [(r["step"], r[key]) for r in every if r.get(key) is not None]
         axes[0].plot(*zip(*pts), marker="o", label=key[len("valid/"):-len("/loss")])
     axes[0].set(title="loss", xlabel="step")
     axes[0].legend()
