@@ -1,4 +1,4 @@
-"""dp, tp, pp and dp×tp layouts compute the single-process losses; a dp2×tp2 checkpoint resumes at dp4."""
+"""dp, HSDP, tp, pp (1F1B and GPipe) and dp×tp layouts compute the single-process losses; a dp2×tp2 checkpoint resumes at dp4."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ def assert_close(got: dict[int, float], want: dict[int, float], steps, rel=1e-5)
 
 
 @pytest.mark.parametrize("layout", [["parallel.dp=2"], ["parallel.tp=2"],
-                                    ["parallel.pp=2", "parallel.pp_schedule=1f1b"]],
-                         ids=["dp2", "tp2", "pp2"])
+                                    ["parallel.pp=2", "parallel.pp_schedule=1f1b"],
+                                    ["parallel.pp=2", "parallel.pp_schedule=gpipe"],
+                                    ["parallel.dp=2", "parallel.dp_replicate=2"]],
+                         ids=["dp2", "tp2", "pp2-1f1b", "pp2-gpipe", "hsdp2"])
 def test_two_process_layouts_match_single_process(baseline, tmp_path, layout):
     run_train(tmp_path, layout + THREE + ["checkpoint.save_final=false"], nproc=2)
     assert_close(losses(tmp_path), losses(baseline), [1, 2, 3])
@@ -38,3 +40,10 @@ def test_dp2_tp2_matches_and_reshards_to_dp4(baseline, tmp_path):
     got = losses(tmp_path)
     assert sorted(got) == [3]  # only step 3 was run again
     assert_close(got, want, [3])
+
+
+@pytest.mark.parametrize("layout", [["parallel.dp=2", "parallel.pp=2"], ["parallel.tp=2", "parallel.pp=2"]],
+                         ids=["dp2xpp2", "tp2xpp2"])
+def test_pipeline_composes_with_dp_and_tp(baseline, tmp_path, layout):
+    run_train(tmp_path, layout + THREE + ["checkpoint.save_final=false"], nproc=4)
+    assert_close(losses(tmp_path), losses(baseline), [1, 2, 3])

@@ -113,6 +113,22 @@ def test_sft_full_finetune_loss_counts_answer_tokens_only(tmp_path):
     assert len(losses(tmp_path)) == 2
 
 
+def test_validation_rows_tensorboard_and_only_the_last_checkpoints_kept(baseline, tmp_path):
+    valid = {x["step"]: x for x in rows(baseline) if "valid/arith/loss" in x}
+    assert sorted(valid) == [5, 10]  # eval.interval=5, one loss and perplexity per source
+    for r in valid.values():
+        for source in ("arith", "motif"):
+            assert r[f"valid/{source}/ppl"] == pytest.approx(math.exp(r[f"valid/{source}/loss"]))
+    train(load_train_config(TINY, ["train.steps=4", "checkpoint.interval=1", "checkpoint.keep=2",
+                                   "eval.interval=0", "log.tensorboard=true"]), tmp_path)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000003", "step_00000004"]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4]
+
+
 def test_plot_and_bad_config_key(baseline, tmp_path, capsys):
     assert cli_main(["plot", str(baseline), "--out", str(tmp_path / "c.png")]) == 0
     assert (tmp_path / "c.png").stat().st_size > 1000
