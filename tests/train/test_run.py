@@ -104,9 +104,12 @@ def test_sft_with_lora_trains_adapters_only_and_exports_merged(tmp_path):
 def test_sft_full_finetune_loss_counts_answer_tokens_only(tmp_path):
     cfg = load_train_config(TINY, ["data.mode=sft", "train.steps=2", "eval.interval=0", "checkpoint.save_final=false"])
     trainer = Trainer(cfg, tmp_path)
-    batches, scale, _ = trainer._micro_batches(0)
+    batches, scale, n_tokens, attention_len = trainer._micro_batches(0)
     n_answer = sum(int((t != -100).sum()) for _, t in batches)
     assert scale == pytest.approx(1.0 / n_answer)
+    lengths = [len(trainer.train_set.samples[trainer.order[i]].ids) - 1 for i in range(8)]
+    assert n_tokens == sum(lengths) and attention_len == pytest.approx(sum(n * n for n in lengths) / sum(lengths))
+    assert attention_len < cfg.train.seq_len  # MFU counts attention at the samples' lengths, not the padded maximum
     for tok, tgt in batches:
         assert tok.shape[1] % 16 == 0
     trainer.run()
@@ -193,3 +196,20 @@ def test_resume_refuses_what_would_corrupt_the_run(baseline, tmp_path):
         Trainer(load_train_config(TINY, ["checkpoint.resume=false"]), run)
     with pytest.raises(ConfigError, match="train.global_batch: .* read 80 samples in 10 steps"):
         Trainer(load_train_config(TINY, ["train.global_batch=4", "train.steps=20"]), run)
+
+
+def test_out_of_memory_names_the_knobs(tmp_path, monkeypatch):
+    trainer = Trainer(load_train_config(TINY, ["train.steps=1", "eval.interval=0"]), tmp_path)
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer.pm, "forward_backward", oom)
+    with pytest.raises(Exception, match="out of memory in training at train.micro_batch=2.*lower train.micro_batch"):
+        trainer.train_step()
+    monkeypatch.setattr(trainer.pm, "evaluate", oom)
+    with pytest.raises(Exception, match="out of memory in validation"):
+        trainer.validate()
+    monkeypatch.setattr(trainer.pm, "forward_backward", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="^boom$"):  # other errors pass through unchanged
+        trainer.train_step()

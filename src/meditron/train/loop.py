@@ -8,6 +8,7 @@ layout computes the same numbers as one process. Non-finite steps are skipped an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -118,7 +119,6 @@ class Trainer:
         self.metrics = MetricsWriter(self.out, self.main, cfg.log.tensorboard, self.step)
         self.dtype = resolve_precision(cfg, self.env)
         self.peak, self.peak_source = peak_flops(self.env.device, self.dtype, cfg.log.peak_flops)
-        self.flops_per_token = flops_per_token(self.model_config, cfg.train.seq_len)
 
     # -- setup ------------------------------------------------------------------------------------
     def _load_model(self):
@@ -362,8 +362,9 @@ class Trainer:
                 "samples": self.step * self.cfg.train.global_batch}
 
     # -- batches ----------------------------------------------------------------------------------
-    def _micro_batches(self, step: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], float, int]:
-        """This rank's micro-batches for `step`, the loss scale (1 / global target tokens), global tokens."""
+    def _micro_batches(self, step: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], float, int, float]:
+        """This rank's micro-batches for `step`, the loss scale (1 / global target tokens), global tokens,
+        and the sequence length attention FLOPs are counted at (Σ len² / Σ len over SFT's varied samples)."""
         cfg = self.cfg
         G, mb = cfg.train.global_batch, cfg.train.micro_batch
         idx = list(rank_slice(step, G, self.pm.c.dp_rank, cfg.parallel.dp))
@@ -378,7 +379,9 @@ class Trainer:
                 batches.append((torch.from_numpy(tok), torch.from_numpy(tgt)))
             glob = [self.order[i] for i in range(step * G, (step + 1) * G)]
             n_targets = sum(self.train_set.loss_tokens(i) for i in glob)
-            n_tokens = sum(len(self.train_set.samples[i].ids) - 1 for i in glob)
+            lengths = [len(self.train_set.samples[i].ids) - 1 for i in glob]
+            n_tokens = sum(lengths)
+            attention_len = sum(n * n for n in lengths) / max(1, n_tokens)
         else:
             for s in range(0, len(idx), mb):
                 tok, tgt = self.train_set.batch(idx[s: s + mb])
@@ -386,7 +389,8 @@ class Trainer:
                 check_token_ids(tgt, self.model_config.vocab_size)
                 batches.append((torch.from_numpy(np.ascontiguousarray(tok)), torch.from_numpy(np.ascontiguousarray(tgt))))
             n_targets = n_tokens = G * cfg.train.seq_len
-        return batches, 1.0 / max(1, n_targets), n_tokens
+            attention_len = cfg.train.seq_len
+        return batches, 1.0 / max(1, n_targets), n_tokens, attention_len
 
     @property
     def _contributes(self) -> bool:
@@ -401,23 +405,15 @@ class Trainer:
         lr = lr_at(step, cfg.optim.lr, cfg.optim.min_lr, self.warmup_steps, self.schedule_steps)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
-        batches, scale, n_tokens = self._micro_batches(self.step)
+        batches, scale, n_tokens, attention_len = self._micro_batches(self.step)
         if step in cfg.failures.inject_nan_steps:
             scale = float("nan")
         self.optimizer.zero_grad(set_to_none=True)
         self.pm.train(True)
-        try:
+        with self._out_of_memory_names_the_knobs("training"):
             local = self.pm.forward_backward(batches, scale)
             loss = reduce_sum(local if self._contributes else torch.zeros_like(local), self.env).item()
             gnorm = float(self.pm.grad_norm_and_clip(cfg.optim.clip))
-        except (torch.OutOfMemoryError, RuntimeError) as e:
-            if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e) or "can't allocate" in str(e):
-                raise TrainingError(
-                    f"out of memory at train.micro_batch={cfg.train.micro_batch}, train.seq_len={cfg.train.seq_len}: "
-                    "lower train.micro_batch (accumulation keeps train.global_batch), set "
-                    "parallel.activation_checkpoint=full, or raise parallel.tp/pp/dp"
-                ) from None
-            raise
         finite = math.isfinite(loss) and math.isfinite(gnorm)
         if finite:
             self.optimizer.step()
@@ -434,7 +430,7 @@ class Trainer:
         tps = n_tokens / dt
         row = {
             "step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "tokens_per_s": tps,
-            "mfu": tps * self.flops_per_token / (self.peak * self.env.world),
+            "mfu": tps * flops_per_token(self.model_config, attention_len) / (self.peak * self.env.world),
             "step_time_s": dt, "tokens": self.tokens_seen, "memory_gb": memory_gb(self.env.device),
             "skipped": not finite, "n_skipped": self.skipped, "n_rollbacks": self.rollbacks,
         }
@@ -442,6 +438,21 @@ class Trainer:
             row["rollback_to"] = self._rollback()
             row["n_rollbacks"] = self.rollbacks
         return row
+
+    @contextlib.contextmanager
+    def _out_of_memory_names_the_knobs(self, phase: str):
+        """Turn an allocator failure (CUDA OOM, or CPU's "can't allocate memory") into the settings to change."""
+        t = self.cfg.train
+        try:
+            yield
+        except (torch.OutOfMemoryError, RuntimeError) as e:
+            if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e) or "can't allocate" in str(e):
+                raise TrainingError(
+                    f"out of memory in {phase} at train.micro_batch={t.micro_batch}, train.seq_len={t.seq_len}: "
+                    "lower train.micro_batch (accumulation keeps train.global_batch), set "
+                    "parallel.activation_checkpoint=full, or raise parallel.tp/pp/dp"
+                ) from None
+            raise
 
     def _rollback(self) -> int:
         latest = self.ckpt.latest()
@@ -498,7 +509,8 @@ class Trainer:
                     tok, tgt = arr[:, :-1], arr[:, 1:].copy()
                 tgt[~real] = -100
                 tok, tgt = torch.from_numpy(np.ascontiguousarray(tok)), torch.from_numpy(np.ascontiguousarray(tgt))
-                value = self.pm.evaluate(tok, tgt)
+                with self._out_of_memory_names_the_knobs("validation"):
+                    value = self.pm.evaluate(tok, tgt)
                 if value is None:
                     ok = False
                     break
@@ -522,7 +534,7 @@ class Trainer:
         if self.main:
             print(f"meditron: {self.model_config.n_params / 1e6:.1f}M parameters, {self.total_steps} steps "
                   f"(schedule {self.schedule_steps}, warmup {self.warmup_steps}), layout dp{cfg.parallel.dp}"
-                  f"×tp{cfg.parallel.tp}×pp{cfg.parallel.pp}, {self.dtype}, peak {self.peak / 1e12:.3g} "
+                  f"{f'(replicate {cfg.parallel.dp_replicate})' if cfg.parallel.dp_replicate > 1 else ''}×tp{cfg.parallel.tp}×pp{cfg.parallel.pp}, {self.dtype}, peak {self.peak / 1e12:.3g} "
                   f"TFLOP/s/device ({self.peak_source})", file=sys.stderr)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.main and cfg.log.progress),
                    desc="train", unit="step", dynamic_ncols=True)
