@@ -24,7 +24,7 @@ def write_corpus(folder, top_id: int, eod: int, card: dict | None):
     rng = np.random.default_rng(0)
     with IndexedDatasetWriter(folder / "train", np.uint16) as w:
         for _ in range(40):
-            doc = rng.integers(3, 32000, rng.integers(20, 90)).tolist()
+            doc = rng.integers(3, min(top_id, 32000), rng.integers(20, 90)).tolist()
             w.add_document(doc + [top_id, eod])
     if card is not None:
         (folder / "datacard.json").write_text(json.dumps({"tokenizer": card}))
@@ -65,3 +65,14 @@ def test_ids_beyond_the_vocabulary_without_a_card_are_a_data_error(tmp_path):
     trainer = Trainer(config(prefix), tmp_path / "run")  # tiny-gqa: 512 ids
     with pytest.raises(DataError, match=r"token id \d+ but the model's vocabulary has 512"):
         trainer.train_step()
+
+
+def test_the_cards_eod_wins_over_the_models_eos(tmp_path):
+    """A corpus whose documents end with id 7: without the card the model's EOS (2) would be appended."""
+    card = {"ref": "elsewhere", "meditron_tokens": False, "vocab_size": 512, "eod_id": 7}
+    prefix = write_corpus(tmp_path / "corpus", top_id=500, eod=7, card=card)
+    trainer = Trainer(config(prefix, "model.tokenizer=null", "model.overrides={max_seq_len: 256, eos_token_id: 2}"),
+                      tmp_path / "run")
+    assert trainer._eod() == 7 and all(not p.append_eod for p in trainer.packed)
+    with pytest.raises(ConfigError, match="model.tokenizer"):  # a known tokenizer of another size is refused
+        Trainer(config(prefix, "model.tokenizer=llama-2"), tmp_path / "run2")

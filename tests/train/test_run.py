@@ -55,8 +55,16 @@ def test_consecutive_non_finite_steps_roll_back_to_the_checkpoint(tmp_path):
     cfg = load_train_config(TINY, ["train.steps=8", "failures.inject_nan_steps=[3,4,5,6,7]",
                                    "failures.max_consecutive_skips=2", "failures.max_rollbacks=1",
                                    "checkpoint.interval=2", "eval.interval=0"])
-    with pytest.raises(Exception, match="after 1 rollbacks .* at step 6"):
+    with pytest.raises(Exception, match="after 1 rollbacks in a row .* at step 6"):
         Trainer(cfg, tmp_path / "c").run()
+    last = rows(tmp_path / "c")[-1]
+    assert last["step"] == 6 and last["skipped"]  # the step that stopped the run is on record
+    # rollbacks with checkpoint.interval good steps between them are separate streaks: the run goes on
+    cfg = load_train_config(TINY, ["train.steps=10", "failures.inject_nan_steps=[3,4,9,10]",
+                                   "failures.max_consecutive_skips=2", "failures.max_rollbacks=1",
+                                   "checkpoint.interval=2", "eval.interval=0"])
+    Trainer(cfg, tmp_path / "d").run()
+    assert [x["rollback_to"] for x in rows(tmp_path / "d") if "rollback_to" in x] == [2, 8]
 
 
 def test_export_loads_in_transformers_with_the_trained_logits(baseline, tmp_path):

@@ -43,7 +43,9 @@ def _train(args) -> int:
 
         if int(os.environ.get("RANK", "0")) == 0:
             keys = [k for k in result if k in ("step", "loss", "tokens_per_s", "mfu") or k.startswith("valid/")]
-            print(json.dumps({k: result[k] for k in keys}))
+            from meditron.train.metrics import strict_json
+
+            print(json.dumps(strict_json({k: result[k] for k in keys}), allow_nan=False))
     return 0
 
 

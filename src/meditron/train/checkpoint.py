@@ -92,7 +92,7 @@ class CheckpointManager:
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
-            for old in list_checkpoints(self.root)[: -self.keep] if self.keep > 0 else []:
+            for old in list_checkpoints(self.root)[: -self.keep]:  # keep >= 1 (config check)
                 shutil.rmtree(old, ignore_errors=True)
             for stale in self.root.glob("step_*.tmp"):
                 shutil.rmtree(stale, ignore_errors=True)

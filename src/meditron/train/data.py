@@ -224,7 +224,7 @@ def corpus_tokenizer(prefixes: list[str]) -> dict[str, Any] | None:
             tok = json.loads(card.read_text()).get("tokenizer") or {}
             if tok.get("vocab_size") is not None:
                 found[str(card)] = {**tok, "card": str(card)}
-    kinds = {(t["vocab_size"], t.get("eod_id")) for t in found.values()}
+    kinds = {(t["vocab_size"], t.get("eod_id"), bool(t.get("meditron_tokens"))) for t in found.values()}
     if len(kinds) > 1:
         listed = "; ".join(f"{c}: vocab {t['vocab_size']}, EOD {t.get('eod_id')}" for c, t in found.items())
         raise DataError(f"data.sources mixes corpora tokenized differently ({listed}); rebuild them with one tokenizer")
@@ -238,7 +238,7 @@ def check_token_ids(tokens: np.ndarray, vocab_size: int) -> None:
         raise DataError(
             f"the data holds token id {top} but the model's vocabulary has {vocab_size} ids: the shards were "
             "tokenized with another tokenizer; build the corpus with the model's tokenizer, or set "
-            "model.tokenizer to the corpus's (the model's embeddings grow to fit it)"
+            "model.tokenizer to the corpus's (the model's embeddings grow to its size)"
         )
 
 

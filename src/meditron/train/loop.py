@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
 import signal
@@ -114,6 +115,8 @@ class Trainer:
         self.optimizer = self._build_optimizer()
         self.ckpt = CheckpointManager(self.out, self.env.rank, self.env.distributed, cfg.checkpoint.keep)
         self.step, self.tokens_seen, self.skipped, self.consecutive, self.rollbacks = 0, 0, 0, 0, 0
+        # failures.max_rollbacks: rollbacks with fewer than checkpoint.interval good steps between them
+        self.rollbacks_in_a_row, self.finite_run, self.longest_finite_run = 0, 0, 0
         self._resume()
         self._save_run_files()
         self.metrics = MetricsWriter(self.out, self.main, cfg.log.tensorboard, self.step)
@@ -213,15 +216,22 @@ class Trainer:
         d = self.cfg.data
         info = corpus_tokenizer([s.path for s in d.sources] + [v.path for v in d.valid])
         self.corpus_tok = info
-        if info is None or info["vocab_size"] <= model.config.vocab_size:
-            return
         tok = self.tokenizer
-        if info.get("meditron_tokens") and tok is not None and not isinstance(tok, ByteTokenizer):
+        known = tok is not None and not isinstance(tok, ByteTokenizer)
+        if info is None:  # shards made elsewhere: trust model.tokenizer when it names a larger vocabulary
+            if known:
+                _grow_vocab(model, tok.vocab_size)
+            return
+        if info.get("meditron_tokens") and known:
             from meditron.model.tokenizer import add_meditron_tokens
 
             add_meditron_tokens(tok)
-        grown = tok is not None and tok.vocab_size == info["vocab_size"] and tok.eod_id == info.get("eod_id")
-        if not grown:
+        if tok is None and info["vocab_size"] <= model.config.vocab_size:
+            return  # a random model without a tokenizer: the ids fit, nothing to compare
+        same = tok is not None and tok.vocab_size == info["vocab_size"]
+        if same and info["vocab_size"] > model.config.vocab_size:  # grown here: the additions must line up
+            same = tok.eod_id == info.get("eod_id")
+        if not same:
             raise ConfigError(
                 f"{info['card']}: the corpus was tokenized with {info.get('ref')!r} ({info['vocab_size']} ids, EOD "
                 f"{info.get('eod_id')}) but the model has {model.config.vocab_size} ids and its tokenizer "
@@ -342,15 +352,16 @@ class Trainer:
             )
         if latest is None:
             return
-        state = self.ckpt.load(latest, self.pm.state_module, self.optimizer)
-        self.step = int(state["step"])
-        G = self.cfg.train.global_batch
-        if state.get("samples") is not None and int(state["samples"]) != self.step * G:
+        saved = json.loads((latest / "train_state.json").read_text())  # checked before a long load
+        G, steps = self.cfg.train.global_batch, int(saved["step"])
+        if saved.get("samples") is not None and int(saved["samples"]) != steps * G:
             raise ConfigError(
-                f"train.global_batch: {latest} read {state['samples']} samples in {self.step} steps, but "
-                f"train.global_batch={G} would resume at sample {self.step * G} and re-read or skip data; "
+                f"train.global_batch: {latest} read {saved['samples']} samples in {steps} steps, but "
+                f"train.global_batch={G} would resume at sample {steps * G} and re-read or skip data; "
                 "set it back to the checkpoint's value"
             )
+        state = self.ckpt.load(latest, self.pm.state_module, self.optimizer)
+        self.step = int(state["step"])
         self.tokens_seen = int(state.get("tokens", 0))
         self.skipped = int(state.get("skipped", 0))
         self.rollbacks = int(state.get("rollbacks", 0))
@@ -386,7 +397,7 @@ class Trainer:
             for s in range(0, len(idx), mb):
                 tok, tgt = self.train_set.batch(idx[s: s + mb])
                 check_token_ids(tok, self.model_config.vocab_size)
-                check_token_ids(tgt, self.model_config.vocab_size)
+                check_token_ids(tgt[:, -1], self.model_config.vocab_size)  # the rest of tgt is tok shifted
                 batches.append((torch.from_numpy(np.ascontiguousarray(tok)), torch.from_numpy(np.ascontiguousarray(tgt))))
             n_targets = n_tokens = G * cfg.train.seq_len
             attention_len = cfg.train.seq_len
@@ -418,10 +429,13 @@ class Trainer:
         if finite:
             self.optimizer.step()
             self.consecutive = 0
+            self.finite_run += 1
+            self.longest_finite_run = max(self.longest_finite_run, self.finite_run)
         else:
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
             self.consecutive += 1
+            self.finite_run = 0
         self.step = step
         self.tokens_seen += n_tokens
         if self.env.device.type == "cuda":
@@ -435,7 +449,11 @@ class Trainer:
             "skipped": not finite, "n_skipped": self.skipped, "n_rollbacks": self.rollbacks,
         }
         if self.consecutive >= cfg.failures.max_consecutive_skips:
-            row["rollback_to"] = self._rollback()
+            try:
+                row["rollback_to"] = self._rollback()
+            except TrainingError:
+                self.metrics.write(row)  # the step that ends the run is on record too
+                raise
             row["n_rollbacks"] = self.rollbacks
         return row
 
@@ -461,15 +479,19 @@ class Trainer:
                 f"{self.consecutive} non-finite steps in a row and no checkpoint to roll back to; "
                 "lower optim.lr, check the data, or set checkpoint.interval"
             )
-        if self.rollbacks >= self.cfg.failures.max_rollbacks:
+        if self.longest_finite_run >= max(1, self.cfg.checkpoint.interval):
+            self.rollbacks_in_a_row = 0  # the run recovered in between: a new streak
+        if self.rollbacks_in_a_row >= self.cfg.failures.max_rollbacks:
             raise TrainingError(
-                f"{self.consecutive} non-finite steps in a row after {self.rollbacks} rollbacks "
+                f"{self.consecutive} non-finite steps in a row after {self.rollbacks_in_a_row} rollbacks in a row "
                 f"(failures.max_rollbacks) at step {self.step}: going back again would not help; "
                 "lower optim.lr or check the data these steps read"
             )
         state = self.ckpt.load(latest, self.pm.state_module, self.optimizer)
         self.consecutive = 0
         self.rollbacks += 1
+        self.rollbacks_in_a_row += 1
+        self.longest_finite_run = 0
         if self.main:
             print(f"meditron: rolled back weights to {latest} (data continues at step {self.step})", file=sys.stderr)
         return int(state["step"])
