@@ -95,3 +95,20 @@ def test_sft_data_writer_makes_missing_folders(tmp_path):
     rows = [{"id": "a", "question": "q?", "answer": "A"}, {"id": "b", "question": "r?", "answer": "B"}]
     assert write_jsonl(rows, str(out)) == 2
     assert [json.loads(x) for x in out.read_text().splitlines()] == rows
+
+
+def test_sft_data_pubmedqa_artificial_split_reads_pqa_a(tmp_path):
+    """PQA-A (the paper's PubMedQA SFT set) in upstream's ori_pqaa.json layout, when the user has it."""
+    from meditron.eval.sft_data import build_sft
+
+    rows = {str(9000 + i): {"QUESTION": f"Does drug {i} help?", "CONTEXTS": [f"Trial {i} found.", "More."],
+                            "LONG_ANSWER": f"Drug {i} helped in trial {i}", "final_decision": d}
+            for i, d in enumerate(["yes", "no", "yes"])}
+    (tmp_path / "pubmedqa").mkdir()
+    (tmp_path / "pubmedqa" / "ori_pqaa.json").write_text(json.dumps(rows))
+    sft = build_sft("pubmedqa", data_dir=str(tmp_path), split="artificial", cot=True)
+    assert [r["id"] for r in sft] == ["pubmedqa-9000", "pubmedqa-9001", "pubmedqa-9002"]
+    assert sft[1]["answer"] == "Drug 1 helped in trial 1.\nThe answer is: no"
+    assert "Trial 2 found.\nMore.\nDoes drug 2 help?" in sft[2]["question"]
+    with pytest.raises(DataError, match="ori_pqaa.json"):
+        build_sft("pubmedqa", data_dir=str(tmp_path / "absent"), split="artificial")

@@ -63,7 +63,8 @@ def register(sub) -> None:
     s.add_argument("--out", default=None, help="output JSONL (default: stdout)")
     s.add_argument("--cot", action="store_true", help="targets '{explanation}.\\nThe answer is: X'")
     s.add_argument("--data-dir", default=None)
-    s.add_argument("--split", default="train")
+    s.add_argument("--split", default="train",
+                   help="train (default), validation; pubmedqa also 'artificial': PQA-A, the paper's SFT set")
     s.set_defaults(func=run_sft_data_cmd)
 
 

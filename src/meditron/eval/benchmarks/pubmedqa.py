@@ -1,4 +1,8 @@
-"""PubMedQA PQA-L: the 500-question test split, fold-0 train as the few-shot pool (yes/no/maybe)."""
+"""PubMedQA PQA-L: the 500-question test split, fold-0 train as the few-shot pool (yes/no/maybe).
+
+The `artificial` split is PQA-A (211k generated yes/no questions, upstream `ori_pqaa.json`), the set
+MEDITRON fine-tuned PubMedQA on (MEDITRON.md §4.2); it is not among the offline data.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ FILES = {
     "test": ["pubmedqa/test_set.json"],
     "train": ["pubmedqa/pqal_fold0/train_set.json"],
     "validation": ["pubmedqa/pqal_fold0/dev_set.json"],
+    "artificial": ["pubmedqa/ori_pqaa.json"],
 }
+HUB = {"artificial": ("pubmed_qa_artificial_source", "train")}  # split -> (bigbio config, hub split)
 
 
 def item(pmid: str, r: dict) -> Item:
@@ -23,10 +29,13 @@ def item(pmid: str, r: dict) -> Item:
 
 def load(split: str, root: Path | None) -> list[Item]:
     names = split_candidates(FILES, split)
-    hint = f"pass --data-dir with {names[0]} (pubmedqa/pubmedqa layout, PQA-L split regenerated with fold 0)"
+    hint = (f"pass --data-dir with {names[0]} (pubmedqa/pubmedqa layout, "
+            + ("PQA-A from the upstream data/ folder)" if split == "artificial" else
+               "PQA-L split regenerated with fold 0)"))
     path = split_file(names, root, hint)
     if path is None:
-        rows = hub_rows("bigbio/pubmed_qa", "pubmed_qa_labeled_fold0_source", split, hint + " or go online")
+        config, hub_split = HUB.get(split, ("pubmed_qa_labeled_fold0_source", split))
+        rows = hub_rows("bigbio/pubmed_qa", config, hub_split, hint + " or go online")
         return [item(r["PUBMED_ID"], r) for r in rows]
     data = read_json(path)
     items = [item(k, v) for k, v in data.items()]
