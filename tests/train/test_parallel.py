@@ -4,6 +4,7 @@ from __future__ import annotations
 
 
 import pytest
+import torch
 
 from train_helpers import losses, run_train
 
@@ -47,3 +48,16 @@ def test_dp2_tp2_matches_and_reshards_to_dp4(baseline, tmp_path):
 def test_pipeline_composes_with_dp_and_tp(baseline, tmp_path, layout):
     run_train(tmp_path, layout + THREE + ["checkpoint.save_final=false"], nproc=4)
     assert_close(losses(tmp_path), losses(baseline), [1, 2, 3])
+
+
+def test_bf16_under_fsdp_keeps_fp32_masters_and_tracks_fp32_losses(baseline, tmp_path):
+    """The GPU recipe's precision path on CPU: FSDP2 MixedPrecisionPolicy (bf16 compute, fp32 reduce)."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    run_train(tmp_path, ["parallel.dp=2", "train.precision=bf16", "checkpoint.interval=3"] + THREE, nproc=2)
+    assert_close(losses(tmp_path), losses(baseline), [1, 2, 3], rel=2e-2)
+    assert losses(tmp_path)[1] != losses(baseline)[1]  # bf16 compute really ran
+    meta = FileSystemReader(str(tmp_path / "checkpoints" / "step_00000003")).read_metadata()
+    dtypes = {md.properties.dtype for key, md in meta.state_dict_metadata.items()
+              if key.startswith("model.") and hasattr(md, "properties")}
+    assert dtypes == {torch.float32}, dtypes  # the masters (and what resumes) stay fp32

@@ -221,3 +221,14 @@ def test_out_of_memory_names_the_knobs(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer.pm, "forward_backward", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError, match="^boom$"):  # other errors pass through unchanged
         trainer.train_step()
+
+
+def test_bf16_autocast_keeps_fp32_parameters(baseline, tmp_path):
+    trainer = Trainer(load_train_config(TINY, ["train.steps=2", "optim.schedule_steps=10", "train.precision=bf16",
+                                               "checkpoint.save_final=false", "eval.interval=0"]), tmp_path)
+    assert trainer.pm.autocast
+    trainer.run()
+    assert {p.dtype for p in trainer.pm.model.parameters()} == {torch.float32}
+    got, want = losses(tmp_path), losses(baseline)
+    for s in (1, 2):
+        assert got[s] == pytest.approx(want[s], rel=2e-2) and got[s] != want[s]
