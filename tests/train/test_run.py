@@ -94,6 +94,8 @@ def test_sft_with_lora_trains_adapters_only_and_exports_merged(tmp_path):
     cfg = load_train_config(TINY, ["data.mode=sft", "train.steps=3", "optim.lr=1e-2", "lora.enabled=true",
                                    "lora.r=4", "eval.interval=0"])
     trainer = Trainer(cfg, tmp_path)
+    n_adapter = sum(p.numel() for n, p in trainer.pm.model.named_parameters() if "lora_" in n)
+    assert trainer.adapter_params == n_adapter > 0  # MFU counts 4 FLOPs per frozen weight, 6 per adapter weight
     before = {n: p.detach().clone() for n, p in trainer.pm.model.named_parameters()}
     trainer.run()
     after = dict(trainer.pm.model.named_parameters())

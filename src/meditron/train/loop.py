@@ -111,6 +111,8 @@ class Trainer:
             from meditron.train.lora import inject_lora
 
             inject_lora(model, dataclasses.asdict(cfg.lora))
+        self.adapter_params = (sum(p.numel() for p in model.parameters() if p.requires_grad)
+                               if cfg.lora.enabled else None)  # MFU: the frozen base gets no weight grads
         self.pm = ParallelModel(model, cfg, self.env, self.mesh)
         self.optimizer = self._build_optimizer()
         self.ckpt = CheckpointManager(self.out, self.env.rank, self.env.distributed, cfg.checkpoint.keep)
@@ -444,7 +446,8 @@ class Trainer:
         tps = n_tokens / dt
         row = {
             "step": step, "loss": loss, "lr": lr, "grad_norm": gnorm, "tokens_per_s": tps,
-            "mfu": tps * flops_per_token(self.model_config, attention_len) / (self.peak * self.env.world),
+            "mfu": tps * flops_per_token(self.model_config, attention_len, self.adapter_params)
+            / (self.peak * self.env.world),
             "step_time_s": dt, "tokens": self.tokens_seen, "memory_gb": memory_gb(self.env.device),
             "skipped": not finite, "n_skipped": self.skipped, "n_rollbacks": self.rollbacks,
         }

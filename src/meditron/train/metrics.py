@@ -33,11 +33,15 @@ PEAK_FLOPS = {  # name fragment: (bf16, fp32)
 }
 
 
-def flops_per_token(config: ModelConfig, seq_len: int) -> float:
+def flops_per_token(config: ModelConfig, seq_len: float, adapter_params: int | None = None) -> float:
+    """Training FLOPs per token. With LoRA (`adapter_params` trainable, the base frozen) the base
+    weights need no weight gradients: 4 FLOPs per base parameter, 6 per adapter parameter."""
     emb = config.vocab_size * config.dim
     matmul_params = config.n_params - (0 if config.tie_embeddings else emb) - config.dim
     attention = 12 * config.n_layers * config.n_heads * config.head_dim * seq_len
-    return 6.0 * matmul_params + attention
+    if adapter_params is None:
+        return 6.0 * matmul_params + attention
+    return 4.0 * matmul_params + 6.0 * adapter_params + attention
 
 
 def measure_matmul_flops(n: int = 2048, repeats: int = 3, device: str | torch.device = "cpu",
