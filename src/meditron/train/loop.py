@@ -118,7 +118,7 @@ class Trainer:
         self.ckpt = CheckpointManager(self.out, self.env.rank, self.env.distributed, cfg.checkpoint.keep)
         self.step, self.tokens_seen, self.skipped, self.consecutive, self.rollbacks = 0, 0, 0, 0, 0
         # failures.max_rollbacks: rollbacks with fewer than checkpoint.interval good steps between them
-        self.rollbacks_in_a_row, self.finite_run, self.longest_finite_run = 0, 0, 0
+        self.rollbacks_in_a_row, self.finite_run = 0, 0
         self._resume()
         self._save_run_files()
         self.metrics = MetricsWriter(self.out, self.main, cfg.log.tensorboard, self.step)
@@ -219,21 +219,20 @@ class Trainer:
         info = corpus_tokenizer([s.path for s in d.sources] + [v.path for v in d.valid])
         self.corpus_tok = info
         tok = self.tokenizer
-        known = tok is not None and not isinstance(tok, ByteTokenizer)
+        real_tok = tok is not None and not isinstance(tok, ByteTokenizer)
         if info is None:  # shards made elsewhere: trust model.tokenizer when it names a larger vocabulary
-            if known:
+            if real_tok:
                 _grow_vocab(model, tok.vocab_size)
             return
-        if info.get("meditron_tokens") and known:
+        vocab, grows = info["vocab_size"], info["vocab_size"] > model.config.vocab_size
+        if tok is None and not grows:
+            return  # a random model without a tokenizer: the ids fit, nothing to compare
+        if info.get("meditron_tokens") and real_tok:
             from meditron.model.tokenizer import add_meditron_tokens
 
             add_meditron_tokens(tok)
-        if tok is None and info["vocab_size"] <= model.config.vocab_size:
-            return  # a random model without a tokenizer: the ids fit, nothing to compare
-        same = tok is not None and tok.vocab_size == info["vocab_size"]
-        if same and info["vocab_size"] > model.config.vocab_size:  # grown here: the additions must line up
-            same = tok.eod_id == info.get("eod_id")
-        if not same:
+        # the tokenizer must be the card's; when the model grows, its additions must line up (same EOD)
+        if tok is None or tok.vocab_size != vocab or (grows and tok.eod_id != info.get("eod_id")):
             raise ConfigError(
                 f"{info['card']}: the corpus was tokenized with {info.get('ref')!r} ({info['vocab_size']} ids, EOD "
                 f"{info.get('eod_id')}) but the model has {model.config.vocab_size} ids and its tokenizer "
@@ -432,7 +431,8 @@ class Trainer:
             self.optimizer.step()
             self.consecutive = 0
             self.finite_run += 1
-            self.longest_finite_run = max(self.longest_finite_run, self.finite_run)
+            if self.finite_run >= max(1, cfg.checkpoint.interval):
+                self.rollbacks_in_a_row = 0  # the run has recovered: a later rollback starts a new streak
         else:
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
@@ -482,8 +482,6 @@ class Trainer:
                 f"{self.consecutive} non-finite steps in a row and no checkpoint to roll back to; "
                 "lower optim.lr, check the data, or set checkpoint.interval"
             )
-        if self.longest_finite_run >= max(1, self.cfg.checkpoint.interval):
-            self.rollbacks_in_a_row = 0  # the run recovered in between: a new streak
         if self.rollbacks_in_a_row >= self.cfg.failures.max_rollbacks:
             raise TrainingError(
                 f"{self.consecutive} non-finite steps in a row after {self.rollbacks_in_a_row} rollbacks in a row "
@@ -494,7 +492,6 @@ class Trainer:
         self.consecutive = 0
         self.rollbacks += 1
         self.rollbacks_in_a_row += 1
-        self.longest_finite_run = 0
         if self.main:
             print(f"meditron: rolled back weights to {latest} (data continues at step {self.step})", file=sys.stderr)
         return int(state["step"])
@@ -558,9 +555,8 @@ class Trainer:
 
         if self.main:
             print(f"meditron: {self.model_config.n_params / 1e6:.1f}M parameters, {self.total_steps} steps "
-                  f"(schedule {self.schedule_steps}, warmup {self.warmup_steps}), layout dp{cfg.parallel.dp}"
-                  f"{f'(replicate {cfg.parallel.dp_replicate})' if cfg.parallel.dp_replicate > 1 else ''}×tp{cfg.parallel.tp}×pp{cfg.parallel.pp}, {self.dtype}, peak {self.peak / 1e12:.3g} "
-                  f"TFLOP/s/device ({self.peak_source})", file=sys.stderr)
+                  f"(schedule {self.schedule_steps}, warmup {self.warmup_steps}), layout {self._layout()}, "
+                  f"{self.dtype}, peak {self.peak / 1e12:.3g} TFLOP/s/device ({self.peak_source})", file=sys.stderr)
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.main and cfg.log.progress),
                    desc="train", unit="step", dynamic_ncols=True)
         last: dict[str, Any] = {}
@@ -589,6 +585,11 @@ class Trainer:
             self.ckpt.save(self.step, self.pm.state_module, self.optimizer, self._train_state(), self._meta())
         self.metrics.close()
         return last
+
+    def _layout(self) -> str:
+        p = self.cfg.parallel
+        hsdp = f"(replicate {p.dp_replicate})" if p.dp_replicate > 1 else ""
+        return f"dp{p.dp}{hsdp}×tp{p.tp}×pp{p.pp}"
 
     def close(self) -> None:
         if self.env.distributed and dist.is_initialized():
