@@ -60,3 +60,15 @@ def test_missing_and_invalid_files(tmp_path):
     bad.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(Run, bad)
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "configs/tiny.yaml", "--set", "train.steps=2", "parallel.dp=2", "--set", "seed=3"],
+    ["corpus", "build", "configs/corpus-sample.yaml", "--set", "workers=2", "limit_per_source=5", "--set", "seed=3"],
+])
+def test_set_takes_several_overrides_the_same_way_in_every_command(argv):
+    """One `--set` may carry several key=value pairs, and may repeat; docs and config comments rely on it."""
+    from meditron.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    assert args.overrides[-1] == "seed=3" and len(args.overrides) == 3

@@ -55,3 +55,13 @@ def test_smollm2_tokenizer_and_chat_template(smollm2):
 def test_missing_tokenizer_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match="neither tokenizer.json nor tokenizer.model"):
         load_tokenizer(tmp_path)
+
+
+def test_embedded_model_alias_names_its_tokenizer(smollm2):
+    """`tokenizer: smollm2-135m` in a corpus config gives the tokenizer the trained model will use."""
+    _, model_tok = smollm2
+    tok = load_tokenizer("smollm2-135m")
+    text = "Metformin 500 mg twice daily; HbA1c 7.2%."
+    assert tok.vocab_size == model_tok.vocab_size and tok.encode(text) == model_tok.encode(text)
+    with pytest.raises(ModelError, match="embedded model \\(smollm2-135m\\)"):
+        load_tokenizer("smollm2-136m")

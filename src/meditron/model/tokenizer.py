@@ -158,10 +158,16 @@ def add_chat_tokens(tok: Tokenizer) -> Tokenizer:
 
 # -- loading --------------------------------------------------------------------------------------
 def load_tokenizer(ref: str | os.PathLike) -> Tokenizer:
-    """A folder (tokenizer.json or tokenizer.model), a tokenizer file, or the alias `llama-2`."""
+    """A folder (tokenizer.json or tokenizer.model), a tokenizer file, the alias `llama-2`, or an embedded
+    model's alias (`smollm2-135m`: the tokenizer of the folder `meditron.model.hub` converts it to, so a
+    corpus tokenized with it matches the model trained on it)."""
     if str(ref) == "llama-2":
         return llama2_tokenizer()
-    path = Path(ref)
+    from meditron.model import hub      # hub imports this module; deferred to avoid the cycle
+
+    if str(ref) in hub.EMBEDDED:
+        return load_tokenizer(hub.resolve(str(ref)))
+    path = Path(ref).expanduser()
     if path.is_dir():
         if (path / "tokenizer.json").is_file():
             return _from_tokenizer_json(path / "tokenizer.json", _read_settings(path))
@@ -174,7 +180,8 @@ def load_tokenizer(ref: str | os.PathLike) -> Tokenizer:
         if path.suffix == ".gguf":
             return tokenizer_from_gguf(path)
         return _from_sentencepiece(path, _read_settings(path.parent))
-    raise ModelError(f"tokenizer {ref!r} not found; pass a folder with tokenizer.json/tokenizer.model or 'llama-2'")
+    raise ModelError(f"tokenizer {ref!r} not found; pass a folder with tokenizer.json/tokenizer.model, a .gguf "
+                     f"file, 'llama-2' or an embedded model ({', '.join(hub.EMBEDDED)})")
 
 
 def _read_settings(folder: Path) -> dict[str, Any]:
