@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -443,7 +444,8 @@ class ParallelModel:
         params = self.parameters()
         grads = [p.grad for p in params if p.grad is not None]
         if grads:
-            total = torch.nn.utils.get_total_norm(grads, 2.0, False, None)
+            with _quiet_redistribute():
+                total = torch.nn.utils.get_total_norm(grads, 2.0, False, None)
         else:
             total = torch.zeros((), device=self.env.device)
         from torch.distributed.tensor import DTensor
@@ -476,3 +478,17 @@ def reduce_sum(value: torch.Tensor, env: DistEnv) -> torch.Tensor:
         value = value.clone()
         dist.all_reduce(value)
     return value
+
+
+@contextmanager
+def _quiet_redistribute():
+    """Mute DTensor's advice to flatten the mesh, logged once per rank when the per-parameter norms
+    under dp × tp are reduced over both mesh dims. Those are one scalar all-reduce per dim, in the same
+    order on every rank, so the ranks agree (tests/train/test_parallel.py compares their losses)."""
+    logger = logging.getLogger("torch.distributed.tensor._redistribute")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
