@@ -32,15 +32,22 @@ def register(sub) -> None:
 
 
 def _train(args) -> int:
+    import os
+    import sys
+
     from meditron.train.config import load_train_config
     from meditron.train.loop import train
+    from meditron.train.stop import TrainingStopped
 
     cfg = load_train_config(args.config, args.overrides)
     out = args.out or cfg.out or str(Path("runs") / Path(args.config).stem)
-    result = train(cfg, out)
+    try:
+        result = train(cfg, out)
+    except TrainingStopped as stopped:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"meditron: {stopped}", file=sys.stderr)
+        return stopped.exit_code
     if result:
-        import os
-
         if int(os.environ.get("RANK", "0")) == 0:
             keys = [k for k in result if k in ("step", "loss", "tokens_per_s", "mfu") or k.startswith("valid/")]
             from meditron.train.metrics import strict_json

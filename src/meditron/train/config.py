@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from meditron.config import load_config
 from meditron.errors import ConfigError
+from meditron.train.stop import parse_signals
 
 
 @dataclass
@@ -93,6 +94,8 @@ class CheckpointSection:
     resume: bool = True  # continue from the latest checkpoint in OUT/checkpoints
     init_from: str | None = None  # start weights from this checkpoint (no optimizer, step 0)
     save_final: bool = True
+    # these signals finish the current step, save a checkpoint and exit 128+signal (train/stop.py); [] = die
+    on_signal: list[str] = field(default_factory=lambda: ["SIGTERM", "SIGINT", "SIGUSR1"])
 
 
 @dataclass
@@ -147,6 +150,7 @@ class TrainConfig:
         """Checks that need several keys at once; each error names the key to change."""
         p, t = self.parallel, self.train
         self._check_ranges()
+        parse_signals(self.checkpoint.on_signal)
         if p.dp % p.dp_replicate:
             raise ConfigError(f"parallel.dp {p.dp} is not a multiple of parallel.dp_replicate {p.dp_replicate}")
         if t.global_batch % (t.micro_batch * p.dp):

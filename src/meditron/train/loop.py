@@ -42,6 +42,7 @@ from meditron.train.data import (
 )
 from meditron.train.metrics import MetricsWriter, flops_per_token, memory_gb, peak_flops
 from meditron.train.parallel import DistEnv, ParallelModel, build_mesh, init_distributed, reduce_sum, resolve_precision
+from meditron.train.stop import StopRequest, TrainingStopped, parse_signals
 
 KILL_ENV = "MEDITRON_KILL_AFTER_STEP"  # test hook: SIGKILL this process after that step is logged
 
@@ -561,20 +562,25 @@ class Trainer:
                    desc="train", unit="step", dynamic_ncols=True)
         last: dict[str, Any] = {}
         kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
-        while self.step < self.total_steps:
-            row = self.train_step()
-            if cfg.eval.interval and self.step % cfg.eval.interval == 0 and self.valid_sets:
-                row.update(self.validate())
-            logged = self.step % cfg.log.interval == 0 or self.step == self.total_steps
-            if logged or row["skipped"] or "rollback_to" in row:  # failures are written whatever log.interval
-                self.metrics.write(row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
-            if cfg.checkpoint.interval and self.step % cfg.checkpoint.interval == 0 and self.step < self.total_steps:
-                self.ckpt.save(self.step, self.pm.state_module, self.optimizer, self._train_state(), self._meta())
-            if kill_after and self.step == kill_after:
-                os.kill(os.getpid(), signal.SIGKILL)
-            last = row
+        with StopRequest(parse_signals(cfg.checkpoint.on_signal), announce=self.main) as stop:
+            while self.step < self.total_steps:
+                row = self.train_step()
+                if cfg.eval.interval and self.step % cfg.eval.interval == 0 and self.valid_sets:
+                    row.update(self.validate())
+                signum = stop.agreed(self.env.distributed, self.env.device)
+                logged = self.step % cfg.log.interval == 0 or self.step == self.total_steps or signum
+                if logged or row["skipped"] or "rollback_to" in row:  # failures are written whatever log.interval
+                    self.metrics.write(row)
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
+                last = row
+                if signum and self.step < self.total_steps:  # at the last step the run just ends
+                    bar.close()
+                    self._stop_with_checkpoint(signum)
+                if cfg.checkpoint.interval and self.step % cfg.checkpoint.interval == 0 and self.step < self.total_steps:
+                    self._save()
+                if kill_after and self.step == kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
         bar.close()
         if self.valid_sets and not (cfg.eval.interval and self.step % cfg.eval.interval == 0):
             final_valid = self.validate()
@@ -582,9 +588,18 @@ class Trainer:
                 last = {**last, **final_valid}
                 self.metrics.write({"step": self.step, **final_valid})
         if cfg.checkpoint.save_final:
-            self.ckpt.save(self.step, self.pm.state_module, self.optimizer, self._train_state(), self._meta())
+            self._save()
         self.metrics.close()
         return last
+
+    def _save(self) -> Path:
+        return self.ckpt.save(self.step, self.pm.state_module, self.optimizer, self._train_state(), self._meta())
+
+    def _stop_with_checkpoint(self, signum: int) -> None:
+        """A stop signal reached some rank during this step: save it and leave (`train` closes the group)."""
+        path = self._save()
+        self.metrics.close()
+        raise TrainingStopped(signum, self.step, path)
 
     def _layout(self) -> str:
         p = self.cfg.parallel
@@ -638,6 +653,10 @@ def _pad(tok: np.ndarray, tgt: np.ndarray, length: int, pad_id: int) -> tuple[np
 def train(cfg: TrainConfig, out: str | Path) -> dict[str, Any]:
     """Run (or resume) training; returns the last step's metrics."""
     trainer = Trainer(cfg, out)
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    except TrainingStopped:
+        trainer.close()     # every rank stopped at the same step, so the final barrier is met
+        raise
     trainer.close()
     return result
