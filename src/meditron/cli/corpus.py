@@ -14,7 +14,7 @@ def register(sub) -> None:
     b.add_argument("--out", default="runs/corpus", help="output folder (default: runs/corpus)")
     b.add_argument("--workers", type=int, default=1, help="tasks run at once (outputs do not depend on it)")
     b.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="override config keys, e.g. --set limit_per_source=100 workers=2")
+                   help="override config keys, e.g. --set limit_per_source=100 tasks=4")
     b.set_defaults(func=_build)
     v = csub.add_parser("verify", help="check that the shards hold exactly the tokenized cleaned documents")
     v.add_argument("out", help="a folder written by `meditron corpus build`")

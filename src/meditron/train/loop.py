@@ -561,43 +561,56 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.main and cfg.log.progress),
                    desc="train", unit="step", dynamic_ncols=True)
         last: dict[str, Any] = {}
-        kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
         with StopRequest(parse_signals(cfg.checkpoint.on_signal), announce=self.main) as stop:
             while self.step < self.total_steps:
-                row = self.train_step()
-                if cfg.eval.interval and self.step % cfg.eval.interval == 0 and self.valid_sets:
-                    row.update(self.validate())
-                signum = stop.agreed(self.env.distributed, self.env.device)
-                logged = self.step % cfg.log.interval == 0 or self.step == self.total_steps or signum
-                if logged or row["skipped"] or "rollback_to" in row:  # failures are written whatever log.interval
-                    self.metrics.write(row)
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
-                last = row
-                if signum and self.step < self.total_steps:  # at the last step the run just ends
-                    bar.close()
-                    self._stop_with_checkpoint(signum)
-                if cfg.checkpoint.interval and self.step % cfg.checkpoint.interval == 0 and self.step < self.total_steps:
-                    self._save()
-                if kill_after and self.step == kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)
-        bar.close()
-        if self.valid_sets and not (cfg.eval.interval and self.step % cfg.eval.interval == 0):
-            final_valid = self.validate()
-            if final_valid:
-                last = {**last, **final_valid}
-                self.metrics.write({"step": self.step, **final_valid})
-        if cfg.checkpoint.save_final:
-            self._save()
+                last = self._step_and_record(stop, bar)
+            bar.close()
+            # From here a stop signal is noted and ignored: the final validation and save finish the run.
+            if self.valid_sets and not (cfg.eval.interval and self.step % cfg.eval.interval == 0):
+                final_valid = self.validate()
+                if final_valid:
+                    last = {**last, **final_valid}
+                    self.metrics.write({"step": self.step, **final_valid})
+            if cfg.checkpoint.save_final:
+                self._save()
         self.metrics.close()
         return last
+
+    def _step_and_record(self, stop: StopRequest, bar) -> dict[str, Any]:
+        """One step with its validation, metrics row, progress and periodic checkpoint.
+
+        When the ranks agree that a stop signal came (checked after the step, and again after a
+        periodic save, so a signal during the save stops at that checkpoint rather than one step and
+        one save later), this step is saved and TrainingStopped raised.
+        """
+        cfg = self.cfg
+        row = self.train_step()
+        if cfg.eval.interval and self.step % cfg.eval.interval == 0 and self.valid_sets:
+            row.update(self.validate())
+        signum = stop.agreed(self.env.distributed, self.env.device)
+        logged = self.step % cfg.log.interval == 0 or self.step == self.total_steps or signum
+        if logged or row["skipped"] or "rollback_to" in row:  # failures are written whatever log.interval
+            self.metrics.write(row)
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
+        if signum:
+            self._stop_with_checkpoint(signum, bar)
+        if cfg.checkpoint.interval and self.step % cfg.checkpoint.interval == 0 and self.step < self.total_steps:
+            saved = self._save()
+            signum = stop.agreed(self.env.distributed, self.env.device)
+            if signum:
+                self._stop_with_checkpoint(signum, bar, saved)
+        if self.step == int(os.environ.get(KILL_ENV, "0") or 0):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return row
 
     def _save(self) -> Path:
         return self.ckpt.save(self.step, self.pm.state_module, self.optimizer, self._train_state(), self._meta())
 
-    def _stop_with_checkpoint(self, signum: int) -> None:
-        """A stop signal reached some rank during this step: save it and leave (`train` closes the group)."""
-        path = self._save()
+    def _stop_with_checkpoint(self, signum: int, bar, saved: Path | None = None) -> None:
+        """Stop after this step: save it (unless just saved) and leave (`train` closes the process group)."""
+        bar.close()
+        path = saved or self._save()
         self.metrics.close()
         raise TrainingStopped(signum, self.step, path)
 

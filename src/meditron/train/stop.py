@@ -5,31 +5,32 @@ Dying there loses every step since the last checkpoint. Instead, the signals nam
 `checkpoint.on_signal` only record a request; the loop finishes the step it is in, all ranks agree
 (a signal may reach only some of them), a checkpoint is written, and the command exits with
 128 + the signal's number, the code a shell reports for a death by that signal, so scripts that
-chain `meditron train … && meditron export …` stop too. A second Ctrl-C aborts at once.
+chain `meditron train … && meditron export …` stop too. A second signal, a second or more after the
+first, aborts at once.
 """
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
 import threading
 import time
 
 from meditron.errors import ConfigError
 
-UNCATCHABLE = {"SIGKILL", "SIGSTOP"}
-ABORT_AFTER_S = 1.0     # a second Ctrl-C at least this long after the first aborts without a checkpoint
+# Signals that mean "stop" (a catch-all would let SIGCHLD or SIGWINCH, a terminal resize, end a run).
+STOP_SIGNALS = ("SIGTERM", "SIGINT", "SIGUSR1", "SIGUSR2", "SIGHUP", "SIGQUIT")
+ABORT_AFTER_S = 1.0     # a second signal at least this long after the first aborts without a checkpoint
 
 
 def parse_signals(names: list[str]) -> list[signal.Signals]:
-    """`checkpoint.on_signal` as signals; unknown or uncatchable names are a ConfigError."""
+    """`checkpoint.on_signal` as signals; other names are a ConfigError."""
     out = []
     for name in names:
         key = str(name).upper()
         key = key if key.startswith("SIG") else "SIG" + key
-        if key in UNCATCHABLE or not hasattr(signal.Signals, key):
-            raise ConfigError(f"checkpoint.on_signal: {name!r} is not a signal a process can catch "
-                              f"(use e.g. SIGTERM, SIGINT, SIGUSR1)")
+        if key not in STOP_SIGNALS or not hasattr(signal.Signals, key):
+            raise ConfigError(f"checkpoint.on_signal: {name!r} is not one of {', '.join(STOP_SIGNALS)}")
         out.append(signal.Signals[key])
     return out
 
@@ -72,15 +73,16 @@ class StopRequest:
     def _handle(self, signum: int, frame) -> None:
         now = time.monotonic()
         if self.signum is not None:
-            # A second Ctrl-C aborts; not one within a second of the first, which is torchrun passing on
-            # the Ctrl-C its workers already got from the terminal.
-            if signum == signal.SIGINT and now - self._since >= ABORT_AFTER_S:
+            # A repeat within a second is the same request passed on (torchrun forwards what it gets, SLURM
+            # may signal every process); a later one is the user insisting (under torchrun, a second
+            # Ctrl-C reaches the workers as SIGTERM).
+            if now - self._since >= ABORT_AFTER_S:
                 raise KeyboardInterrupt
             return
         self.signum, self._since = signum, now
-        if self.announce:
-            sys.stderr.write(f"\nmeditron: {signal.Signals(signum).name} received; stopping after this step "
-                             "with a checkpoint (Ctrl-C again to abort without one)\n")
+        if self.announce:   # os.write: a signal may interrupt a write to sys.stderr, which cannot be re-entered
+            os.write(2, f"\nmeditron: {signal.Signals(signum).name} received; stopping after this step with a "
+                        "checkpoint (signal again, a second later, to abort without one)\n".encode())
 
     def agreed(self, distributed: bool, device) -> int | None:
         """The signal any rank received (the largest number if several), the same on every rank.
@@ -89,7 +91,7 @@ class StopRequest:
         """
         if not distributed:
             return self.signum
-        import torch
+        import torch    # here, not at the top: train/config.py imports this module and stays torch-free
         import torch.distributed as dist
 
         flag = torch.tensor([self.signum or 0], dtype=torch.int64, device=device)
