@@ -1,4 +1,5 @@
-"""dp, HSDP, tp, pp (1F1B and GPipe) and dp×tp layouts compute the single-process losses; a dp2×tp2 checkpoint resumes at dp4."""
+"""dp, HSDP, tp, pp (1F1B and GPipe) and dp×tp layouts compute the single-process losses; a dp2×tp2 checkpoint
+resumes at dp4 and a pp2 checkpoint on one process."""
 
 from __future__ import annotations
 
@@ -41,6 +42,16 @@ def test_dp2_tp2_matches_and_reshards_to_dp4(baseline, tmp_path):
     got = losses(tmp_path)
     assert sorted(got) == [3]  # only step 3 was run again
     assert_close(got, want, [3])
+
+
+def test_pipeline_checkpoint_resumes_on_one_process(baseline, tmp_path):
+    """Each stage saves only its layers under their plain names; one process reads them all back."""
+    run_train(tmp_path, ["parallel.pp=2", "checkpoint.interval=2", "checkpoint.save_final=false"] + THREE, nproc=2)
+    (tmp_path / "metrics.jsonl").write_text("")
+    run_train(tmp_path, ["checkpoint.save_final=false"] + THREE)
+    got = losses(tmp_path)
+    assert sorted(got) == [3]
+    assert_close(got, losses(baseline), [3])
 
 
 @pytest.mark.parametrize("layout", [["parallel.dp=2", "parallel.pp=2"], ["parallel.tp=2", "parallel.pp=2"]],
