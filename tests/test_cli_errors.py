@@ -44,6 +44,19 @@ def test_partial_sharded_download(capsys, tmp_path, tiny_folder):
     assert "missing" in run_error(capsys, ["convert", str(sharded), str(tmp_path / "x")])
 
 
+@pytest.mark.parametrize("argv", [
+    ["corpus", "build", "configs/corpus-sample.yaml", "--out", "{blocked}"],
+    ["convert", "{tiny}", "{blocked}"],
+    ["sft-data", "medmcqa", "--data-dir", "{benchmarks}", "--out", "{blocked}/x.jsonl"],
+], ids=["corpus", "convert", "sft-data"])
+def test_an_output_path_the_file_system_refuses_is_one_line(capsys, tmp_path, tiny_folder, shared_data, argv):
+    (tmp_path / "a-file").write_text("")
+    blocked = tmp_path / "a-file" / "out"        # below a regular file: no folder can be made there
+    argv = [a.format(blocked=blocked, tiny=tiny_folder, benchmarks=shared_data / "benchmarks") for a in argv]
+    err = run_error(capsys, argv)
+    assert "a-file" in err and ("Not a directory" in err or "File exists" in err), err
+
+
 def test_pickled_weights_are_refused(capsys, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(tiny_model().config.to_hf()))
     (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")

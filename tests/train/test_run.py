@@ -147,6 +147,9 @@ def test_plot_and_bad_config_key(baseline, tmp_path, capsys):
     assert (tmp_path / "c.png").stat().st_size > 1000
     assert cli_main(["train", str(TINY), "--set", "optim.lrr=1", "--out", str(tmp_path / "x")]) == 2
     assert "optim.lrr" in capsys.readouterr().err
+    (tmp_path / "a-file").write_text("")
+    assert cli_main(["train", str(TINY), "--out", str(tmp_path / "a-file" / "run")]) == 2
+    assert f"Not a directory: {tmp_path / 'a-file' / 'run'}" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="train.global_batch"):
         load_train_config(TINY, ["parallel.dp=3"])
     with pytest.raises(ConfigError, match="torchrun --nproc_per_node=2"):

@@ -1,7 +1,8 @@
 """The `meditron` command: thin argument parsing over the library.
 
 Each area registers its subcommands from its own module (model, eval, corpus, train). A
-`MeditronError` is printed as one line and exits with code 2; `--debug` shows the traceback.
+`MeditronError`, or an `OSError` (a path the file system refuses), is printed as one line and exits
+with code 2; `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"meditron: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the file system said no: a path to fix, not a bug to trace
+        if args.debug:
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"meditron: error: {e.strerror or e}{where} (--debug for the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("meditron: interrupted", file=sys.stderr)
