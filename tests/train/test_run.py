@@ -154,6 +154,9 @@ def test_plot_and_bad_config_key(baseline, tmp_path, capsys):
         load_train_config(TINY, ["parallel.dp=3"])
     with pytest.raises(ConfigError, match="torchrun --nproc_per_node=2"):
         train(load_train_config(TINY, ["parallel.tp=2"]), tmp_path / "y")
+    with pytest.raises(ConfigError, match="torchrun --nnodes=8 --nproc_per_node=8 .* on each node"):
+        train(load_train_config(TINY, ["parallel.dp=16", "parallel.tp=4", "train.global_batch=16",
+                                       "train.micro_batch=1"]), tmp_path / "z")
 
 
 def test_finetune_starts_from_a_pretraining_checkpoint(baseline, tmp_path):

@@ -49,6 +49,14 @@ class DistEnv:
         return self.world > 1
 
 
+def _torchrun_hint(processes: int, per_node: int = 8) -> str:
+    """How to start that many processes: one node up to 8 (a GPU server), beyond that nodes of 8."""
+    if processes <= per_node or processes % per_node:
+        return f"`torchrun --nproc_per_node={processes} -m meditron train …`"
+    return (f"`torchrun --nnodes={processes // per_node} --nproc_per_node={per_node} -m meditron train …` "
+            "on each node (docs/slurm.md)")
+
+
 def init_distributed(cfg: TrainConfig) -> DistEnv:
     """Join the torchrun process group (gloo on CPU, NCCL on GPU) and pick this rank's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -59,7 +67,7 @@ def init_distributed(cfg: TrainConfig) -> DistEnv:
         p = cfg.parallel
         raise ConfigError(
             f"parallel.dp×tp×pp = {p.dp}×{p.tp}×{p.pp} = {want} processes but {world} are running; "
-            f"launch with `torchrun --nproc_per_node={want} -m meditron train …` or change parallel.*"
+            f"launch with {_torchrun_hint(want)} or change parallel.*"
         )
     dev = cfg.train.device
     if dev == "auto":
