@@ -212,6 +212,12 @@ def test_resume_refuses_what_would_corrupt_the_run(baseline, tmp_path):
         Trainer(load_train_config(TINY, ["checkpoint.resume=false"]), run)
     with pytest.raises(ConfigError, match="train.global_batch: .* read 80 samples in 10 steps"):
         Trainer(load_train_config(TINY, ["train.global_batch=4", "train.steps=20"]), run)
+    for override, message in [("train.seq_len=32", "train.seq_len: .* with 64, this config has 32"),
+                              ("data.seed=7", "data.seed: .* with 1234, this config has 7"),
+                              ("data.valid_fraction=0.1", "data.valid_fraction: .* checkpoint.init_from=")]:
+        with pytest.raises(ConfigError, match=message):
+            Trainer(load_train_config(TINY, [override, "train.steps=20"]), run)
+    Trainer(load_train_config(TINY, ["train.steps=20"]), run)  # a longer run of the same data resumes
 
 
 def test_out_of_memory_names_the_knobs(tmp_path, monkeypatch):

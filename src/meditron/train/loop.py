@@ -362,6 +362,7 @@ class Trainer:
                 f"train.global_batch={G} would resume at sample {steps * G} and re-read or skip data; "
                 "set it back to the checkpoint's value"
             )
+        self._check_same_data_order(latest)
         state = self.ckpt.load(latest, self.pm.state_module, self.optimizer)
         self.step = int(state["step"])
         self.tokens_seen = int(state.get("tokens", 0))
@@ -369,6 +370,27 @@ class Trainer:
         self.rollbacks = int(state.get("rollbacks", 0))
         if self.main:
             print(f"meditron: resumed from {latest} at step {self.step}", file=sys.stderr)
+
+    def _check_same_data_order(self, latest: Path) -> None:
+        """Refuse to resume with a setting that decides which sample a step reads (window length, seeds,
+        the held-out split, the sources and their weights): the run would go on with other data than an
+        uninterrupted one. Paths may change (a moved corpus); the step count may grow."""
+        meta_file = latest / "meta.json"
+        if not meta_file.is_file():
+            return
+        before = json.loads(meta_file.read_text()).get("config") or {}
+        now = to_dict(self.cfg)
+        for key, of in _DATA_ORDER_KEYS.items():
+            section, name = key.split(".")
+            if name not in before.get(section, {}):
+                continue
+            old, new = of(before[section][name]), of(now[section][name])
+            if old != new:
+                raise ConfigError(
+                    f"{key}: {latest} was trained with {old!r}, this config has {new!r}; resuming would read "
+                    f"other data than the run so far. Set it back, or start a new stage from these weights with "
+                    f"checkpoint.init_from={latest} and another --out"
+                )
 
     def _train_state(self) -> dict[str, Any]:
         return {"tokens": self.tokens_seen, "skipped": self.skipped, "rollbacks": self.rollbacks,
@@ -623,6 +645,20 @@ class Trainer:
         if self.env.distributed and dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+
+
+def _sources_by_name(sources) -> list[tuple[str, float]] | None:
+    """Blend sources as (name, weight): what orders the data, without the paths a moved corpus changes."""
+    if sources is None:
+        return None
+    return [(s.get("name") or Path(s.get("path", "")).name, float(s.get("weight", 1.0))) for s in sources]
+
+
+# Settings that decide which sample a given step reads, and how to compare them across a resume.
+_DATA_ORDER_KEYS = {
+    "train.seq_len": lambda v: v, "data.mode": lambda v: v, "data.seed": lambda v: v,
+    "data.valid_fraction": lambda v: v, "data.synthetic": lambda v: v, "data.sources": _sources_by_name,
+}
 
 
 def _folder_tokenizer(folder: Path, override: str | None):
