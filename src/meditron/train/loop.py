@@ -380,11 +380,13 @@ class Trainer:
             return
         before = json.loads(meta_file.read_text()).get("config") or {}
         now = to_dict(self.cfg)
-        for key, of in _DATA_ORDER_KEYS.items():
+        for key in _DATA_ORDER_KEYS:
             section, name = key.split(".")
             if name not in before.get(section, {}):
                 continue
-            old, new = of(before[section][name]), of(now[section][name])
+            old, new = before[section][name], now[section][name]
+            if name == "sources":
+                old, new = _sources_by_name(old), _sources_by_name(new)
             if old != new:
                 raise ConfigError(
                     f"{key}: {latest} was trained with {old!r}, this config has {new!r}; resuming would read "
@@ -654,11 +656,8 @@ def _sources_by_name(sources) -> list[tuple[str, float]] | None:
     return [(s.get("name") or Path(s.get("path", "")).name, float(s.get("weight", 1.0))) for s in sources]
 
 
-# Settings that decide which sample a given step reads, and how to compare them across a resume.
-_DATA_ORDER_KEYS = {
-    "train.seq_len": lambda v: v, "data.mode": lambda v: v, "data.seed": lambda v: v,
-    "data.valid_fraction": lambda v: v, "data.synthetic": lambda v: v, "data.sources": _sources_by_name,
-}
+# Settings that decide which sample a given step reads (compared across a resume).
+_DATA_ORDER_KEYS = ("train.seq_len", "data.mode", "data.seed", "data.valid_fraction", "data.synthetic", "data.sources")
 
 
 def _folder_tokenizer(folder: Path, override: str | None):
