@@ -110,3 +110,32 @@ def test_convert_to_bf16_halves_the_files(tmp_path, tiny_folder):
     assert size(tmp_path / "bf16") < 0.6 * size(tiny_folder)
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["torch_dtype"] == "bfloat16"
     shutil.rmtree(tmp_path / "bf16")
+
+
+def _fail_with(exc):
+    def command(args):
+        raise exc
+    return command
+
+
+def test_os_errors_without_a_path_keep_their_traceback(monkeypatch):
+    """A dropped connection or a full disk is not a path to fix: it is raised, traceback and all."""
+    import meditron.cli.train as train_cli
+
+    monkeypatch.setattr(train_cli, "_plot", _fail_with(ConnectionResetError()))
+    with pytest.raises(ConnectionResetError):
+        main(["plot", "somewhere"])
+
+
+def test_a_closed_stdout_ends_quietly():
+    """`meditron … | head`: the reader left; no error message, no traceback."""
+    import subprocess
+    import sys
+
+    code = ("import sys, meditron.cli.train as t\n"
+            "def plot(args): raise BrokenPipeError(32, 'Broken pipe')\n"
+            "t._plot = plot\n"
+            "from meditron.cli import main\n"
+            "sys.exit(main(['plot', 'x']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr

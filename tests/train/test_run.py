@@ -157,6 +157,9 @@ def test_plot_and_bad_config_key(baseline, tmp_path, capsys):
     with pytest.raises(ConfigError, match="torchrun --nnodes=8 --nproc_per_node=8 .* on each node"):
         train(load_train_config(TINY, ["parallel.dp=16", "parallel.tp=4", "train.global_batch=16",
                                        "train.micro_batch=1"]), tmp_path / "z")
+    with pytest.raises(ConfigError, match="12 processes over several nodes .* K × N = 12"):
+        train(load_train_config(TINY, ["parallel.dp=12", "train.global_batch=12", "train.micro_batch=1"]),
+              tmp_path / "w")
 
 
 def test_finetune_starts_from_a_pretraining_checkpoint(baseline, tmp_path):
@@ -217,7 +220,31 @@ def test_resume_refuses_what_would_corrupt_the_run(baseline, tmp_path):
                               ("data.valid_fraction=0.1", "data.valid_fraction: .* checkpoint.init_from=")]:
         with pytest.raises(ConfigError, match=message):
             Trainer(load_train_config(TINY, [override, "train.steps=20"]), run)
-    Trainer(load_train_config(TINY, ["train.steps=20"]), run)  # a longer run of the same data resumes
+    longer = Trainer(load_train_config(TINY, ["train.steps=20"]), run)  # a longer run of the same data resumes
+    assert longer.step == 10
+    longer.close()
+
+
+def test_resume_follows_a_moved_corpus_but_refuses_another_blend(tmp_path):
+    from meditron.train.data import make_synthetic_shards
+
+    def trainer(folder, weights, *more):
+        sources = ", ".join(f"{{path: {folder}/synthetic-{n}, weight: {w}}}" for n, w in zip(("arith", "motif"), weights))
+        return Trainer(load_train_config(TINY, ["data.synthetic=false", f"data.sources=[{sources}]", "eval.interval=0",
+                                                "checkpoint.interval=0", *more]), tmp_path / "run")
+
+    make_synthetic_shards(tmp_path / "corpus", 512, 64, seed=1)
+    first = trainer(tmp_path / "corpus", (7, 3), "train.steps=2")
+    first.run()
+    first.close()
+    (tmp_path / "corpus").rename(tmp_path / "moved")
+    again = trainer(tmp_path / "moved", (0.7, 0.3), "train.steps=4")   # same names and shares
+    assert again.step == 2
+    again.close()
+    with pytest.raises(ConfigError, match=r"data.sources: .*this config has \[\('synthetic-arith', 0.5\)"):
+        trainer(tmp_path / "moved", (1, 1), "train.steps=4")
+    with pytest.raises(ConfigError, match="data.append_eod: .* with None, this config has False"):
+        trainer(tmp_path / "moved", (7, 3), "train.steps=4", "data.append_eod=false")
 
 
 def test_out_of_memory_names_the_knobs(tmp_path, monkeypatch):

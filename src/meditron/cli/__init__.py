@@ -8,6 +8,7 @@ with code 2; `--debug` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from meditron import __version__
@@ -40,11 +41,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"meditron: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # the file system said no: a path to fix, not a bug to trace
-        if args.debug:
+    except BrokenPipeError:  # `meditron … | head` closed our stdout: nothing left to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except OSError as e:
+        if args.debug or e.filename is None:  # a path the file system refused, or something to trace
             raise
-        where = f": {e.filename}" if e.filename else ""
-        print(f"meditron: error: {e.strerror or e}{where} (--debug for the traceback)", file=sys.stderr)
+        target = f" -> {e.filename2}" if e.filename2 else ""
+        print(f"meditron: error: {e.strerror or type(e).__name__}: {e.filename}{target} (--debug for the traceback)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("meditron: interrupted", file=sys.stderr)

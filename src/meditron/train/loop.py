@@ -373,20 +373,23 @@ class Trainer:
 
     def _check_same_data_order(self, latest: Path) -> None:
         """Refuse to resume with a setting that decides which sample a step reads (window length, seeds,
-        the held-out split, the sources and their weights): the run would go on with other data than an
-        uninterrupted one. Paths may change (a moved corpus); the step count may grow."""
+        document ends, the held-out split, the sources and their weights): the run would go on with other
+        data than an uninterrupted one. Paths may change (a moved corpus); the step count may grow."""
         meta_file = latest / "meta.json"
         if not meta_file.is_file():
             return
         before = json.loads(meta_file.read_text()).get("config") or {}
         now = to_dict(self.cfg)
-        for key in _DATA_ORDER_KEYS:
+        d = self.cfg.data
+        for key in _DATA_ORDER_KEYS[d.mode]:
+            if key == "data.sources" and d.synthetic:    # the shards are made by the run, always the same way
+                continue
             section, name = key.split(".")
             if name not in before.get(section, {}):
                 continue
             old, new = before[section][name], now[section][name]
             if name == "sources":
-                old, new = _sources_by_name(old), _sources_by_name(new)
+                old, new = _blend(old), _blend(new)
             if old != new:
                 raise ConfigError(
                     f"{key}: {latest} was trained with {old!r}, this config has {new!r}; resuming would read "
@@ -649,15 +652,20 @@ class Trainer:
             dist.destroy_process_group()
 
 
-def _sources_by_name(sources) -> list[tuple[str, float]] | None:
-    """Blend sources as (name, weight): what orders the data, without the paths a moved corpus changes."""
-    if sources is None:
-        return None
-    return [(s.get("name") or Path(s.get("path", "")).name, float(s.get("weight", 1.0))) for s in sources]
+def _blend(sources: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """Sources as (name, share of the blend): what orders the data, without the folder a moved corpus
+    changes (an unnamed source is known by its file name) or the scale of the weights."""
+    total = sum(float(s.get("weight", 1.0)) for s in sources) or 1.0
+    return [(s.get("name") or Path(s.get("path", "")).name, round(float(s.get("weight", 1.0)) / total, 12))
+            for s in sources]
 
 
-# Settings that decide which sample a given step reads (compared across a resume).
-_DATA_ORDER_KEYS = ("train.seq_len", "data.mode", "data.seed", "data.valid_fraction", "data.synthetic", "data.sources")
+# Settings that decide which sample a given step reads, per data mode (compared across a resume).
+_COMMON_ORDER_KEYS = ("train.seq_len", "data.mode", "data.seed", "data.synthetic")
+_DATA_ORDER_KEYS = {
+    "pretrain": _COMMON_ORDER_KEYS + ("data.valid_fraction", "data.append_eod", "data.eod_id", "data.sources"),
+    "sft": _COMMON_ORDER_KEYS + ("data.add_bos",),
+}
 
 
 def _folder_tokenizer(folder: Path, override: str | None):

@@ -50,9 +50,12 @@ class DistEnv:
 
 
 def _torchrun_hint(processes: int, per_node: int = 8) -> str:
-    """How to start that many processes: one node up to 8 (a GPU server), beyond that nodes of 8."""
-    if processes <= per_node or processes % per_node:
+    """How to start that many processes: one node up to 8 (a GPU server), beyond that several nodes."""
+    if processes <= per_node:
         return f"`torchrun --nproc_per_node={processes} -m meditron train …`"
+    if processes % per_node:
+        return (f"{processes} processes over several nodes (`torchrun --nnodes=K --nproc_per_node=N -m meditron "
+                f"train …` on each, K × N = {processes}; docs/slurm.md)")
     return (f"`torchrun --nnodes={processes // per_node} --nproc_per_node={per_node} -m meditron train …` "
             "on each node (docs/slurm.md)")
 
