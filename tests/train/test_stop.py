@@ -83,11 +83,13 @@ def _child_with_rank(parent: int, rank: int) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds torchrun's workers through /proc (Linux)")
-def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+@pytest.mark.parametrize("layout", ["parallel.dp=2", "parallel.pp=2"])
+def test_a_signal_to_one_rank_stops_every_rank_at_the_same_step(tmp_path, layout):
     """SLURM may signal some processes only: the ranks agree on the step (an all-reduce per step), so the
-    collective checkpoint is complete and no rank is left waiting in a collective."""
-    out = tmp_path / "dp2"
-    proc = start_train(out, [*LONG, "train.steps=400", "parallel.dp=2"], nproc=2)
+    collective checkpoint is complete and no rank is left waiting in a collective (with pipeline stages too,
+    where rank 1 holds the last layers and the loss)."""
+    out = tmp_path / "run"
+    proc = start_train(out, [*LONG, "train.steps=400", layout], nproc=2)
     wait_for_steps(proc, out, 2)
     os.kill(_child_with_rank(proc.pid, 1), signal.SIGUSR1)
     err = proc.communicate(timeout=120)[1]
