@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from train_helpers import REPO, TINY, _env, losses, run_train
+from train_helpers import REPO, TINY, losses, run_train, train_command, train_env
 from meditron.errors import ConfigError
 from meditron.train.config import load_train_config
 from meditron.train.stop import ABORT_AFTER_S, StopRequest
@@ -23,12 +22,8 @@ LONG = ["train.steps=60", "eval.interval=0", "checkpoint.interval=0"]   # only a
 
 
 def start_train(out: Path, overrides: list[str], nproc: int = 1) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "meditron"]
-    if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "meditron"]
-    cmd += ["train", str(TINY), "--out", str(out), "--set", *overrides]
-    return subprocess.Popen(cmd, env=_env(), cwd=REPO, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(train_command(out, overrides, nproc), env=train_env(), cwd=REPO,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_steps(proc: subprocess.Popen, out: Path, n: int) -> None:

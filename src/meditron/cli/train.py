@@ -40,14 +40,15 @@ def _train(args) -> int:
 
     cfg = load_train_config(args.config, args.overrides)
     out = args.out or cfg.out or str(Path("runs") / Path(args.config).stem)
+    reports = int(os.environ.get("RANK", "0")) == 0     # one line per run, not one per rank
     try:
         result = train(cfg, out)
     except TrainingStopped as stopped:
-        if int(os.environ.get("RANK", "0")) == 0:
+        if reports:
             print(f"meditron: {stopped}", file=sys.stderr)
         return stopped.exit_code
     if result:
-        if int(os.environ.get("RANK", "0")) == 0:
+        if reports:
             keys = [k for k in result if k in ("step", "loss", "tokens_per_s", "mfu") or k.startswith("valid/")]
             from meditron.train.metrics import strict_json
 

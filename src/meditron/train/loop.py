@@ -588,6 +588,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (self.main and cfg.log.progress),
                    desc="train", unit="step", dynamic_ncols=True)
         last: dict[str, Any] = {}
+        self._kill_after = int(os.environ.get(KILL_ENV, "0") or 0)
         with StopRequest(parse_signals(cfg.checkpoint.on_signal), announce=self.main) as stop:
             while self.step < self.total_steps:
                 last = self._step_and_record(stop, bar)
@@ -627,7 +628,7 @@ class Trainer:
             signum = stop.agreed(self.env.distributed, self.env.device)
             if signum:
                 self._stop_with_checkpoint(signum, bar, saved)
-        if self.step == int(os.environ.get(KILL_ENV, "0") or 0):
+        if self.step == self._kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
         return row
 
