@@ -15,6 +15,13 @@ FLOPs/token = 6N + attention, PaLM). The first `--skip` steps (compilation, allo
 out; the rest give a median step time. A dense bf16 matmul timed in the same run shows what the
 device reaches at best. The issue's target is 45% MFU on one H100. On a CPU the script runs too
 (fp32, `--preset tiny-gqa`) as a smoke check of the same code path. Appends to BENCHMARKS.md.
+
+Made to fit one 10-minute command on a lent GPU machine: each child has `--timeout` seconds (default
+240), each result is printed the moment its child ends (a run killed later still shows it), the probe
+child reads the device's name and peak and checks that torch.compile works there (if not, meditron
+runs uncompiled and says so), and an HF baseline that runs out of memory is retried once with half
+the micro-batch and 2 accumulation steps (same tokens per step). On such a machine, copy the
+appended BENCHMARKS.md back: `PYTHONPATH=src python bench/mfu.py; cp BENCHMARKS.md $OUT/`.
 """
 
 from __future__ import annotations
@@ -78,42 +85,65 @@ def child_hf(args) -> dict:
 
     config, device, dtype = workload(args)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**config.to_hf("float32"), attn_implementation="sdpa"))
+    model = LlamaForCausalLM(LlamaConfig(**{**config.to_hf("float32"), "use_cache": False}, attn_implementation="sdpa"))
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(8, config.vocab_size, (args.micro_batch * args.steps, args.seq), generator=gen)
     data = [{"input_ids": r, "labels": r} for r in ids]
     times: list[float] = []
 
     class Clock(TrainerCallback):
-        def on_step_begin(self, a, state, control, **kw):
+        """Time from one optimizer step's end to the next (with accumulation, a step is several batches)."""
+
+        def _now(self) -> float:
             if device.type == "cuda":
                 torch.cuda.synchronize()
-            self.t0 = time.perf_counter()
+            return time.perf_counter()
+
+        def on_train_begin(self, a, state, control, **kw):
+            self.t0 = self._now()
 
         def on_step_end(self, a, state, control, **kw):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - self.t0)
+            t = self._now()
+            times.append(t - self.t0)
+            self.t0 = t
 
     targs = TrainingArguments(
-        output_dir=tempfile.mkdtemp(prefix="bench-mfu-hf-"), per_device_train_batch_size=args.micro_batch,
+        output_dir=tempfile.mkdtemp(prefix="bench-mfu-hf-"),
+        per_device_train_batch_size=args.micro_batch // args.hf_accum, gradient_accumulation_steps=args.hf_accum,
         max_steps=args.steps, learning_rate=3e-4, weight_decay=0.1, adam_beta1=0.9, adam_beta2=0.95,
         adam_epsilon=1e-5, max_grad_norm=1.0, lr_scheduler_type="cosine", warmup_steps=1, logging_steps=1,
         save_strategy="no", report_to=[], use_cpu=device.type == "cpu", bf16=dtype == torch.bfloat16,
         dataloader_num_workers=0, disable_tqdm=True,
     )
-    Trainer(model=model, args=targs, train_dataset=data, callbacks=[Clock()]).train()
-    shutil.rmtree(targs.output_dir, ignore_errors=True)
+    try:
+        Trainer(model=model, args=targs, train_dataset=data, callbacks=[Clock()]).train()
+    except torch.cuda.OutOfMemoryError as e:
+        return {"error": f"out of memory at micro-batch {args.micro_batch // args.hf_accum}: {str(e)[:120]}",
+                "oom": True}
+    finally:
+        shutil.rmtree(targs.output_dir, ignore_errors=True)
     return {"step_times": times, "memory_gb": memory_gb(device)}
 
 
 def child_probe(args) -> dict:
-    """The best this device does on one large dense matmul in the run's dtype."""
-    from meditron.train.metrics import measure_matmul_flops
+    """The device's data-sheet peak, the best it does on one large dense matmul in the run's dtype, and
+    whether torch.compile works there (on a GPU it needs Triton and a C compiler), all in a child so the
+    parent never holds a CUDA context while the trainers run."""
+    import torch
+
+    from meditron.train.metrics import measure_matmul_flops, peak_flops
 
     _, device, dtype = workload(args)
+    peak, source = peak_flops(device, dtype)
     n = 8192 if device.type == "cuda" else 1024
-    return {"flops": measure_matmul_flops(n, repeats=5, device=device, dtype=dtype)}
+    result = {"flops": measure_matmul_flops(n, repeats=5, device=device, dtype=dtype), "peak": peak,
+              "peak_source": source, "compile_error": None}
+    if args.compile and device.type == "cuda":
+        try:
+            torch.compile(lambda x: x.sin() + 1)(torch.randn(64, device=device))
+        except Exception as e:   # noqa: BLE001 - any failure means: run uncompiled, and say why
+            result["compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}" if str(e) else type(e).__name__
+    return result
 
 
 def run_child(name: str, argv: list[str], timeout: int) -> dict:
@@ -128,6 +158,16 @@ def run_child(name: str, argv: list[str], timeout: int) -> dict:
         print(f"{name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
         return {"error": (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1][:200]}
     return json.loads(lines[-1])
+
+
+def announce(name: str, res: dict, skip: int, tokens: int, fpt: float, peak: float) -> None:
+    """One line per finished child, flushed at once: a later crash or kill cannot take it away."""
+    if "error" in res:
+        print(f"[{name}] failed: {res['error']}", flush=True)
+        return
+    tps = tokens / statistics.median(res["step_times"][skip:])
+    print(f"[{name}] {tps:,.0f} tokens/s, MFU {tps * fpt / peak:.1%}, peak memory {res['memory_gb']:.1f} GB, "
+          f"first step {res['step_times'][0]:.1f} s, step times {[round(t, 3) for t in res['step_times']]}", flush=True)
 
 
 def row(name: str, res: dict, skip: int, tokens: int, fpt: float, peak: float, probe: float) -> tuple[str, float]:
@@ -149,7 +189,8 @@ def main() -> None:
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--no-hf", dest="hf", action="store_false", help="skip the HF Trainer baseline")
     ap.add_argument("--device", default=None, choices=["cuda", "cpu"], help="cuda (default when present) or cpu")
-    ap.add_argument("--timeout", type=int, default=1800)
+    ap.add_argument("--timeout", type=int, default=240, help="seconds for each child (probe, meditron, HF)")
+    ap.add_argument("--hf-accum", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -163,21 +204,34 @@ def main() -> None:
     if args.steps <= args.skip + 1:
         raise SystemExit("--steps must exceed --skip by at least 2")
 
-    from meditron.train.metrics import flops_per_token, peak_flops
+    from meditron.train.metrics import flops_per_token
 
     config, device, dtype = workload(args)
-    peak, source = peak_flops(device, dtype)
     fpt = flops_per_token(config, args.seq)
     tokens = args.micro_batch * args.seq
     argv = ["--preset", args.preset, "--seq", str(args.seq), "--micro-batch", str(args.micro_batch),
-            "--steps", str(args.steps), "--ac", args.ac, "--device", args.device,
-            *([] if args.compile else ["--no-compile"])]
-    probe = run_child("probe", argv, args.timeout).get("flops")
-    if probe is None:
+            "--steps", str(args.steps), "--ac", args.ac, "--device", args.device]
+    compile_flag = [] if args.compile else ["--no-compile"]
+    probed = run_child("probe", argv + compile_flag, args.timeout)
+    if "flops" not in probed:
         raise SystemExit("the matmul probe failed (see above)")
-    runs = {f"meditron ({args.ac}{'+compile' if args.compile else ''})": run_child("meditron", argv, args.timeout)}
+    probe, peak, source = probed["flops"], probed["peak"], probed["peak_source"]
+    print(f"[probe] dense matmul {probe / 1e12:.3g} TFLOP/s; peak {peak / 1e12:.3g} TFLOP/s ({source})", flush=True)
+    if probed["compile_error"]:
+        print(f"[probe] torch.compile fails on this device ({probed['compile_error']}): meditron runs uncompiled",
+              flush=True)
+        compile_flag = ["--no-compile"]
+    name = f"meditron ({args.ac}{'' if compile_flag else '+compile'})"
+    runs = {name: run_child("meditron", argv + compile_flag, args.timeout)}
+    announce(name, runs[name], args.skip, tokens, fpt, peak)
     if args.hf:
-        runs["HF Trainer (eager, sdpa)"] = run_child("hf", argv, args.timeout)
+        name, res = "HF Trainer (eager, sdpa)", run_child("hf", argv, args.timeout)
+        if res.get("oom") and args.micro_batch % 2 == 0:
+            announce(name, res, args.skip, tokens, fpt, peak)
+            name = f"HF Trainer (eager, sdpa, micro-batch {args.micro_batch // 2} × 2 accumulated)"
+            res = run_child("hf", [*argv, "--hf-accum", "2"], args.timeout)
+        runs[name] = res
+        announce(name, res, args.skip, tokens, fpt, peak)
     header = ("| trainer | tokens/s | TFLOP/s | MFU (of data-sheet peak) | of the dense matmul measured | "
               "peak memory GB | first step s |")
     lines, mfus = [header, "|---|---|---|---|---|---|---|"], {}

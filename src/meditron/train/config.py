@@ -58,7 +58,7 @@ class TrainSection:
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False  # torch.compile each transformer block
-    loss_chunk: int | None = None  # tokens per cross-entropy chunk (None: ~64 MB of fp32 logits)
+    loss_chunk: int | None = None  # tokens per cross-entropy chunk (None: ~64 MB of fp32 logits on CPU, ~1 GB on GPU)
     seed: int = 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import resource
 import sys
 import time
@@ -23,9 +24,11 @@ from meditron.model.config import ModelConfig
 PEAK_FLOPS = {  # name fragment: (bf16, fp32)
     "H200": (989e12, 67e12),
     "H100 PCIe": (756e12, 51e12),
+    "H100 NVL": (835e12, 60e12),
     "H100": (989e12, 67e12),  # SXM
     "A100": (312e12, 19.5e12),
     "L40S": (362e12, 91.6e12),
+    "L40": (181e12, 90.5e12),
     "L4": (121e12, 30.3e12),
     "A10": (125e12, 31.2e12),
     "V100": (125e12, 15.7e12),  # fp16 tensor cores; no bf16
@@ -62,15 +65,25 @@ def measure_matmul_flops(n: int = 2048, repeats: int = 3, device: str | torch.de
     return 2 * n**3 / best
 
 
+def data_sheet_key(device_name: str) -> str | None:
+    """The PEAK_FLOPS entry naming this device: whole words, the longest first ("H100 PCIe" before
+    "H100"; "L4" does not match an L40, nor "A10" an A10G, whose peaks differ)."""
+    for key in sorted(PEAK_FLOPS, key=len, reverse=True):
+        if re.search(rf"(?<![\w]){re.escape(key)}(?![\w])", device_name):
+            return key
+    return None
+
+
 def peak_flops(device: torch.device, dtype: torch.dtype, override: float | None = None) -> tuple[float, str]:
     """(peak FLOP/s of one device, where the number comes from)."""
     if override:
         return float(override), "config log.peak_flops"
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
-        for key, (bf16, fp32) in PEAK_FLOPS.items():
-            if key in name:
-                return (bf16 if dtype in (torch.bfloat16, torch.float16) else fp32), f"data sheet {key}"
+        key = data_sheet_key(name)
+        if key:
+            bf16, fp32 = PEAK_FLOPS[key]
+            return (bf16 if dtype in (torch.bfloat16, torch.float16) else fp32), f"data sheet {key}"
         return measure_matmul_flops(8192, device=device, dtype=dtype), f"measured matmul on {name}"
     return measure_matmul_flops(1024, repeats=2), "measured fp32 matmul (CPU)"
 
