@@ -65,6 +65,14 @@ def test_consecutive_non_finite_steps_roll_back_to_the_checkpoint(tmp_path):
                                    "checkpoint.interval=2", "eval.interval=0"])
     Trainer(cfg, tmp_path / "d").run()
     assert [x["rollback_to"] for x in rows(tmp_path / "d") if "rollback_to" in x] == [2, 8]
+    # a periodic checkpoint that falls due inside a run of skipped steps waits for a finite step, so the
+    # rollback goes to weights from before the run, not to a copy of those that failed
+    cfg = load_train_config(TINY, ["train.steps=10", "failures.inject_nan_steps=[4,5,6,7,8]",
+                                   "checkpoint.interval=3", "eval.interval=0", "checkpoint.keep=5"])
+    Trainer(cfg, tmp_path / "e").run()
+    assert [x["rollback_to"] for x in rows(tmp_path / "e") if "rollback_to" in x] == [3]
+    saved = sorted(p.name for p in (tmp_path / "e" / "checkpoints").iterdir())
+    assert saved == ["step_00000003", "step_00000009", "step_00000010"]   # 6's save taken at 9, 9 also due
 
 
 def test_export_loads_in_transformers_with_the_trained_logits(baseline, tmp_path):
@@ -140,6 +148,17 @@ def test_validation_rows_tensorboard_and_only_the_last_checkpoints_kept(baseline
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4]
+
+
+def test_validation_is_recorded_off_the_log_interval_and_names_must_not_collide(baseline, tmp_path):
+    train(load_train_config(TINY, ["train.steps=4", "log.interval=2", "eval.interval=3",
+                                   "checkpoint.interval=0", "checkpoint.save_final=false"]), tmp_path / "a")
+    logged = {x["step"]: x for x in rows(tmp_path / "a")}
+    assert sorted(logged) == [2, 3, 4] and "valid/arith/loss" in logged[3] and "valid/arith/loss" in logged[4]
+    # a data.valid set named like a source whose held-out split is evaluated would silently replace it
+    other = {"name": "arith", "path": str(baseline / "data" / "synthetic-motif")}
+    with pytest.raises(ConfigError, match="'arith' is already the held-out split of source 'arith'"):
+        train(load_train_config(TINY, ["train.steps=1", f"data.valid=[{json.dumps(other)}]"]), tmp_path / "b")
 
 
 def test_plot_and_bad_config_key(baseline, tmp_path, capsys):

@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.set_defaults(func=_train)
 
     e = sub.add_parser("export", help="write a Hugging Face folder from a training checkpoint")
-    e.add_argument("checkpoint", help="a run folder (latest checkpoint) or OUT/checkpoints/step_N")
+    e.add_argument("checkpoint", help="a run folder (latest checkpoint) or one checkpoint, OUT/checkpoints/step_NNNNNNNN")
     e.add_argument("out", help="folder to write (config.json, safetensors, tokenizer)")
     e.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     e.set_defaults(func=_export)

@@ -7,7 +7,7 @@ Layout of a run directory:
                                      (model config, run config, LoRA settings)
     OUT/tokenizer/                   the tokenizer the run used (copied into exports)
 
-Each save goes to `step_N.tmp` and is renamed only once every rank has written, so a crash never
+Each save goes to `step_NNNNNNNN.tmp` and is renamed only once every rank has written, so a crash never
 leaves a checkpoint that looks complete. Tensors only go through DCP; everything else is JSON.
 The optimizer's hyperparameters are not stored (the config and the LR schedule set them), so no
 pickled objects are written or read.
@@ -57,7 +57,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         found = list_checkpoints(root)
         if found:
             return found[-1]
-    raise MeditronError(f"no complete checkpoint in {p}; pass a run folder or a checkpoints/step_N folder")
+    raise MeditronError(f"no complete checkpoint in {p}; pass a run folder or a checkpoints/step_NNNNNNNN folder")
 
 
 class CheckpointManager:

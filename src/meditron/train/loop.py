@@ -120,6 +120,7 @@ class Trainer:
         self.step, self.tokens_seen, self.skipped, self.consecutive, self.rollbacks = 0, 0, 0, 0, 0
         # failures.max_rollbacks: rollbacks with fewer than checkpoint.interval good steps between them
         self.rollbacks_in_a_row, self.finite_run = 0, 0
+        self._save_pending = False  # a periodic checkpoint fell due on a skipped step
         self._resume()
         self._save_run_files()
         self.metrics = MetricsWriter(self.out, self.main, cfg.log.tensorboard, self.step)
@@ -299,6 +300,12 @@ class Trainer:
             for v in d.valid:
                 ds = IndexedDataset(v.path)
                 name = v.name or Path(v.path).name
+                if name in self.valid_sets:   # results are keyed by name: one set would silently replace the other
+                    held_out = f"the held-out split of source {name!r} (data.valid_fraction={d.valid_fraction})"
+                    raise ConfigError(
+                        f"data.valid: the name {name!r} is already "
+                        f"{held_out if any(n == name for n, _, _ in sources) else 'another data.valid entry'}; "
+                        "give each validation set its own name")
                 self.valid_sets[name] = PackedSource(name, ds, np.arange(len(ds)), S, eod, d.append_eod, d.seed,
                                                      shuffle=False)
             n_per_epoch = sum(len(p) for p in packed)
@@ -613,17 +620,23 @@ class Trainer:
         """
         cfg = self.cfg
         row = self.train_step()
-        if cfg.eval.interval and self.step % cfg.eval.interval == 0 and self.valid_sets:
+        validated = bool(cfg.eval.interval and self.step % cfg.eval.interval == 0 and self.valid_sets)
+        if validated:
             row.update(self.validate())
         signum = stop.agreed(self.env.distributed, self.env.device)
         logged = self.step % cfg.log.interval == 0 or self.step == self.total_steps or signum
-        if logged or row["skipped"] or "rollback_to" in row:  # failures are written whatever log.interval
+        if logged or validated or row["skipped"] or "rollback_to" in row:  # whatever log.interval
             self.metrics.write(row)
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.2e}", tok_s=f"{row['tokens_per_s']:.0f}")
         if signum:
             self._stop_with_checkpoint(signum, bar)
         if cfg.checkpoint.interval and self.step % cfg.checkpoint.interval == 0 and self.step < self.total_steps:
+            self._save_pending = True
+        # Never checkpoint weights that just gave a non-finite step: a rollback would return to them.
+        # A save that falls due on a skipped step is taken after the next finite one.
+        if self._save_pending and not row["skipped"] and self.step < self.total_steps:
+            self._save_pending = False
             saved = self._save()
             signum = stop.agreed(self.env.distributed, self.env.device)
             if signum:
