@@ -139,6 +139,7 @@ def test_malformed_inputs_land_in_rejects(bad_corpus, tiny_tokenizer, tmp_path):
     ("dedup.bands=zero", "dedup.bands"),
     ("decontam.action=maybe", "decontam.action"),
     ("bogus_key=1", "unknown config key 'bogus_key'"),
+    ("rules_file=/nonexistent/rules.yaml", "rules_file '/nonexistent/rules.yaml' is not a file"),  # before any work
 ])
 def test_bad_config_is_one_line_error(bad_corpus, tiny_tokenizer, tmp_path, override, message):
     cfg = _config(bad_corpus, tiny_tokenizer, tmp_path / "c.yaml")
@@ -152,6 +153,14 @@ def test_unknown_source_type_and_missing_files_are_config_errors(bad_corpus, tin
         build(cfg, tmp_path / "o1", config=_with(cfg, lambda d: d["sources"][0].update(type="docx")))
     with pytest.raises(ConfigError, match="match no file"):
         build(cfg, tmp_path / "o2", config=_with(cfg, lambda d: d["sources"][0].update(paths=["nope/*.gz"])))
+
+
+def test_a_replay_source_takes_neither_a_validation_split_nor_a_weight(bad_corpus, tiny_tokenizer, tmp_path):
+    cfg = _config(bad_corpus, tiny_tokenizer, tmp_path / "c.yaml")
+    for key, value, message in (("val_fraction", 0.1, "has no validation split"),
+                                ("weight", 2.0, "does not apply to a replay source")):
+        with pytest.raises(ConfigError, match=message):
+            _with(cfg, lambda d: d["sources"][0].update(role="replay", **{key: value}))
 
 
 def _with(cfg_path: Path, change):

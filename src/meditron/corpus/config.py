@@ -169,8 +169,17 @@ def validate(cfg: CorpusConfig) -> CorpusConfig:
             raise ConfigError(f"{where}.val_fraction must be in [0, 1), got {s.val_fraction}")
         if s.weight < 0:
             raise ConfigError(f"{where}.weight must be >= 0, got {s.weight}")
+        if s.role == "replay" and s.val_fraction:   # the replay budget samples train only
+            raise ConfigError(f"{where}.val_fraction: a replay source has no validation split (MEDITRON's replay is "
+                              "train-only, sampled to mix.replay_fraction); remove it")
+        if s.role == "replay" and s.weight != 1.0:
+            raise ConfigError(f"{where}.weight does not apply to a replay source, whose share of train is "
+                              "mix.replay_fraction; remove it")
     if cfg.tasks < 1:
         raise ConfigError(f"tasks must be >= 1, got {cfg.tasks}")
+    if cfg.rules_file and not resolve(cfg.rules_file).is_file():
+        raise ConfigError(f"rules_file {cfg.rules_file!r} is not a file; give a YAML of per-source rules, or leave it "
+                          "empty for the packaged guideline rules")
     d = cfg.dedup
     if d.shingle < 1 or d.bands < 1 or d.rows < 1 or not 0 < d.threshold <= 1:
         raise ConfigError("dedup: shingle, bands and rows must be >= 1 and threshold in (0, 1]")

@@ -184,6 +184,7 @@ class PrepareStage(_Stage):
         writer = IndexedDatasetWriter(tmp / "tokens", token_dtype(tok.vocab_size))
         texts = open(tmp / "texts.jsonl", "wb")      # streamed; read back by offset in the pack stage
         crash_at = os.environ.get(CRASH_ENV) == f"prepare:{rank}"
+        rules_file = str(resolve(cfg.rules_file)) if cfg.rules_file else ""
         for si, src in enumerate(cfg.sources):
             st = stats.setdefault(src.name, {"units": 0, "rejected": Counter(), "dropped": Counter(), "kept": 0,
                                              "chars_in": 0, "chars_out": 0, "tokens": 0, "languages": Counter()})
@@ -215,7 +216,7 @@ class PrepareStage(_Stage):
                     drop("replay_not_kept", f"pre-sampling, mix.replay_keep={cfg.mix.replay_keep}")
                     continue
                 text, why = cleaning.clean_text(doc.text, src.clean, str(doc.meta.get("source", "")),
-                                                cfg.rules_file, cfg.legacy_bugs)
+                                                rules_file, cfg.legacy_bugs)
                 if text is None:
                     drop(why)
                     continue
