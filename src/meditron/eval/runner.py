@@ -71,11 +71,16 @@ class EvalConfig:
         for b in self.benchmarks:
             bench_registry.get(b)
 
-    def identity(self) -> dict[str, Any]:
-        """What must match for a resumed run to continue a previous one."""
-        keys = ("model", "mode", "shots", "seeds", "prompt_style", "backend", "sc_samples", "sc_temperature",
-                "max_new_tokens", "frequency_penalty", "dtype")
-        return {k: getattr(self, k) for k in keys}
+    def identity(self, plans: list["Plan"]) -> dict[str, Any]:
+        """What must match for a resumed run to continue a previous one: the settings that change a
+        prediction, with each benchmark's shots and seeds as planned (not as typed: `--shots 3` and
+        the default are the same run, while a new --data-dir can turn a zero-shot run few-shot)."""
+        keys = ("model", "mode", "prompt_style", "backend", "sc_samples", "sc_temperature", "max_new_tokens",
+                "frequency_penalty", "dtype")
+        ident: dict[str, Any] = {k: getattr(self, k) for k in keys}
+        ident["data_dir"] = str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None
+        ident["benchmarks"] = {p.bench.name: {"shots": p.shots, "seeds": p.seeds} for p in plans}
+        return ident
 
 
 @dataclass
@@ -149,6 +154,23 @@ def plan_benchmark(cfg: EvalConfig, name: str) -> Plan:
     return Plan(bench, items, pool, shots, seeds, notes)
 
 
+def _continues(prev: dict[str, Any], ident: dict[str, Any], out: Path) -> dict[str, Any]:
+    """The identity to record when this run adds to `out`'s predictions; refuses one that would mix
+    in predictions made otherwise. Benchmarks only one of the two runs has are kept from both."""
+    for key, value in ident.items():
+        if key != "benchmarks" and prev.get(key) != value:
+            raise ConfigError(f"{out} holds a run with a different {key} ({prev.get(key)!r}, now {value!r}); "
+                              "use another --out or delete it")
+    before = prev.get("benchmarks") or {}
+    for name, plan in ident["benchmarks"].items():
+        old = before.get(name)
+        if old is not None and old != plan:
+            raise ConfigError(f"{out} holds {name} predictions with {old['shots']} shots and seeds {old['seeds']}, "
+                              f"this run would make them with {plan['shots']} and {plan['seeds']}; "
+                              "use another --out or delete it")
+    return {**ident, "benchmarks": {**before, **ident["benchmarks"]}}
+
+
 # -- predictions file ----------------------------------------------------------------------------------
 def read_predictions(path: Path) -> dict[tuple[str, str, int], dict]:
     """Records keyed by (benchmark, id, seed); a torn last line (interrupted write) is ignored."""
@@ -202,19 +224,15 @@ class Runner:
         out = Path(cfg.out) if cfg.out else None
         pred_path = out / "predictions.jsonl" if out else None
         done: dict = {}
+        plans = [plan_benchmark(cfg, b) for b in cfg.benchmarks]
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             run_file = out / "run.json"
-            ident = cfg.identity()
-            if run_file.is_file():
-                prev = json.loads(run_file.read_text())
-                if prev != ident and pred_path.is_file() and pred_path.stat().st_size:
-                    diff = next(k for k in ident if prev.get(k) != ident[k])
-                    raise ConfigError(f"{out} holds a run with a different {diff} ({prev.get(diff)!r}); "
-                                      "use another --out or delete it")
+            ident = cfg.identity(plans)
+            if run_file.is_file() and pred_path.is_file() and pred_path.stat().st_size:
+                ident = _continues(json.loads(run_file.read_text()), ident, out)
             run_file.write_text(json.dumps(ident, indent=1))
             done = read_predictions(pred_path)
-        plans = [plan_benchmark(cfg, b) for b in cfg.benchmarks]
         total = sum(len(p.items) * len(p.seeds) for p in plans)
         remaining = sum(1 for p in plans for s in p.seeds for it in p.items if (p.bench.name, it.id, s) not in done)
         records: dict = dict(done)

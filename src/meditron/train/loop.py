@@ -297,15 +297,15 @@ class Trainer:
                 weights.append(weight)
                 if len(valid_ids):
                     self.valid_sets[name] = PackedSource(name, ds, valid_ids, S, eod, d.append_eod, d.seed, shuffle=False)
-            for v in d.valid:
+            origin = {n: f"the held-out split of source {n!r} (data.valid_fraction={d.valid_fraction})"
+                      for n in self.valid_sets}
+            for i, v in enumerate(d.valid):
                 ds = IndexedDataset(v.path)
                 name = v.name or Path(v.path).name
-                if name in self.valid_sets:   # results are keyed by name: one set would silently replace the other
-                    held_out = f"the held-out split of source {name!r} (data.valid_fraction={d.valid_fraction})"
-                    raise ConfigError(
-                        f"data.valid: the name {name!r} is already "
-                        f"{held_out if any(n == name for n, _, _ in sources) else 'another data.valid entry'}; "
-                        "give each validation set its own name")
+                if name in origin:   # results are keyed by name: one set would silently replace the other
+                    raise ConfigError(f"data.valid[{i}]: the name {name!r} is already {origin[name]}; "
+                                      "give each validation set its own name")
+                origin[name] = f"the name of data.valid[{i}]"
                 self.valid_sets[name] = PackedSource(name, ds, np.arange(len(ds)), S, eod, d.append_eod, d.seed,
                                                      shuffle=False)
             n_per_epoch = sum(len(p) for p in packed)
@@ -506,7 +506,8 @@ class Trainer:
                 raise TrainingError(
                     f"out of memory in {phase} at train.micro_batch={t.micro_batch}, train.seq_len={t.seq_len}: "
                     "lower train.micro_batch (accumulation keeps train.global_batch), set "
-                    "parallel.activation_checkpoint=full, or raise parallel.tp/pp/dp"
+                    "parallel.activation_checkpoint=full, lower train.loss_chunk (tokens per loss chunk), "
+                    "or raise parallel.tp/pp/dp"
                 ) from None
             raise
 
@@ -633,8 +634,9 @@ class Trainer:
             self._stop_with_checkpoint(signum, bar)
         if cfg.checkpoint.interval and self.step % cfg.checkpoint.interval == 0 and self.step < self.total_steps:
             self._save_pending = True
-        # Never checkpoint weights that just gave a non-finite step: a rollback would return to them.
-        # A save that falls due on a skipped step is taken after the next finite one.
+        # No periodic checkpoint while steps fail: it would hold the weights that failed (skipped steps
+        # change nothing) and become the rollback's target. The save waits for the next finite step.
+        # (A stop signal's save and the final save still happen, to keep the data position.)
         if self._save_pending and not row["skipped"] and self.step < self.total_steps:
             self._save_pending = False
             saved = self._save()

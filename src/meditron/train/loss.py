@@ -17,9 +17,9 @@ import torch.nn.functional as F
 
 from meditron.train.data import IGNORE
 
-# fp32 logits held per chunk. On a CPU 64 MiB keeps a chunk in cache-friendly sizes (larger measured
-# no faster). On a GPU each chunk costs a pass over the whole (vocab × dim) weight gradient, so a few
-# large chunks are far cheaper than many small ones (128k vocabulary: 8 chunks at 16k tokens, not 127).
+# fp32 logits held per chunk. On a CPU larger chunks than 64 MiB measured no faster. On a GPU each
+# chunk costs a pass over the whole (vocab × dim) weight gradient, so a few large chunks are far cheaper
+# than many small ones (128k vocabulary: 8 chunks at 16k tokens, not 127).
 CHUNK_BYTES = {"cpu": 64 * 2**20, "cuda": 2**30}
 
 
@@ -84,10 +84,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         grad_h, grad_w = ctx.saved_tensors
-        if grad_h is not None:
-            grad_h = grad_h * grad_out if grad_out.item() != 1.0 else grad_h
-        if grad_w is not None:
-            grad_w = grad_w * grad_out if grad_out.item() != 1.0 else grad_w
+        if grad_out.item() != 1.0:   # the loss is usually the root of backward (grad 1): no copy then
+            grad_h = grad_h * grad_out if grad_h is not None else None
+            grad_w = grad_w * grad_out if grad_w is not None else None
         return grad_h, grad_w, None, None, None, None, None, None
 
 
@@ -99,10 +98,14 @@ def linear_cross_entropy(
     chunk: int | None = None,
     vocab_offset: int = 0,
     group=None,
+    shard_rows: int | None = None,
 ) -> torch.Tensor:
     """scale × summed cross-entropy of `h @ w.T` against `targets` (-100 ignored), chunked over tokens.
 
-    h (..., D) hidden states, w (V_local, D) this rank's rows of the output matrix.
+    h (..., D) hidden states, w (V_local, D) this rank's rows of the output matrix. Under tensor
+    parallelism every rank must cut the same chunks (each chunk's statistics are all-reduced), so the
+    default chunk is sized from `shard_rows`, the full shard's row count, not from this rank's rows,
+    which are fewer on the last rank when tp does not divide the vocabulary.
     """
     h2 = h.reshape(-1, h.shape[-1])
     t = targets.reshape(-1).to(h.device)
@@ -111,7 +114,9 @@ def linear_cross_entropy(
         compute_dtype = torch.get_autocast_dtype(device_type)
     else:
         compute_dtype = w.dtype
-    chunk = chunk or default_chunk(w.shape[0], device_type)
+    if group is not None and not (chunk or shard_rows):
+        raise ValueError("a vocabulary-parallel loss needs chunk or shard_rows, so that every rank cuts the same chunks")
+    chunk = chunk or default_chunk(shard_rows or w.shape[0], device_type)
     return _LinearCrossEntropy.apply(h2, w, t, float(scale), int(chunk), int(vocab_offset), group, compute_dtype)
 
 

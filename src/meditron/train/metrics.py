@@ -22,7 +22,9 @@ from meditron.model.config import ModelConfig
 
 # Dense peak FLOP/s per device from the vendors' data sheets (no sparsity).
 PEAK_FLOPS = {  # name fragment: (bf16, fp32)
+    "H200 NVL": (835e12, 60e12),
     "H200": (989e12, 67e12),
+    "GH200": (989e12, 67e12),  # its H100/H200 GPU at SXM clocks
     "H100 PCIe": (756e12, 51e12),
     "H100 NVL": (835e12, 60e12),
     "H100": (989e12, 67e12),  # SXM

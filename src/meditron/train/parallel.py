@@ -311,8 +311,8 @@ class CausalLM(nn.Module):
             if isinstance(h, DTensor):
                 h = h.full_tensor()  # gather the sequence shards
             w = w.to_local() if isinstance(w, DTensor) else w
-            offset = self.tp_rank * math.ceil(self.model.config.vocab_size / self.tp)
-            return linear_cross_entropy(h, w, targets, scale, self.chunk, offset, self.tp_group)
+            shard = math.ceil(self.model.config.vocab_size / self.tp)
+            return linear_cross_entropy(h, w, targets, scale, self.chunk, self.tp_rank * shard, self.tp_group, shard)
         return linear_cross_entropy(h, w, targets, scale, self.chunk)
 
 
