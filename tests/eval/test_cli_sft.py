@@ -32,6 +32,8 @@ def test_eval_defaults():
     (["--out", "runs/x", "--no-progress", "--batch-tokens", "2048"], ["mmlu_medical"], 50, True),
     (["--mode", "loglik", "--prompt-style", "lm-eval", "--shots", "0"], ["mmlu_medical"], None, False),
     (["--model", "runs/nano/hf"], ["mmlu_medical"], None, False),
+    (["--model", "smollm2-135m"], ["mmlu_medical"], None, False),   # given, even at its default, asks for all
+    (["--dtype", "bf16", "--device", "cpu"], ["mmlu_medical"], 50, True),
 ])
 def test_eval_command_line_workload(argv, benchmarks, per_subject, quick):
     cfg, is_quick = eval_cli.eval_config(parse(["eval", *argv]))
@@ -85,6 +87,8 @@ def test_sft_data_plain_and_cot(shared_data, tmp_path):
     assert len(med) == 1000 and med[0]["answer"] in "ABCDE"
     with pytest.raises(DataError, match="explanation"):
         build_sft("medmcqa", data_dir=str(root), cot=True)  # the shared subset has no explanations
+    with pytest.raises(DataError, match="unknown split 'validation'; this benchmark has test, train, dev"):
+        build_sft("medqa", data_dir=str(root), split="validation")   # MedQA's is called dev
 
 
 def test_sft_data_writer_makes_missing_folders(tmp_path):

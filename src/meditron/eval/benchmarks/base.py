@@ -64,7 +64,7 @@ def need(path: Path | None, what: str, hint: str) -> Path:
 def split_candidates(files: dict[str, list[str]], split: str) -> list[str]:
     """The file names a split may have under the data dir, best first."""
     if split not in files:
-        raise ValueError(f"unknown split {split!r}")
+        raise DataError(f"unknown split {split!r}; this benchmark has {', '.join(files)}")
     return files[split]
 
 
