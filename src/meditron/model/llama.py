@@ -133,7 +133,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
     `sin` comes from the model's tables with its first half negated, so rotate-half
     (cat(-x2, x1) * sin) is a roll: 4 calls instead of 7, the same bits (a sign flip is exact).
-    Decoding calls this 60 times per token, where each small op costs microseconds.
+    Decoding calls this once or twice per layer and token (q and k together when projections are
+    fused), where each small op costs microseconds.
     """
     return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin
 

@@ -1,9 +1,10 @@
 """Tokenizers: HF `tokenizer.json`, SentencePiece `tokenizer.model`, GGUF metadata; chat templates;
 MEDITRON's added tokens.
 
-Every tokenizer is held as a fast `tokenizers.Tokenizer` plus the few settings the model needs
-(BOS/EOS/PAD, whether BOS is prepended, the chat template). SentencePiece and GGUF vocabularies
-are converted once (with transformers' converters) and saved as `tokenizer.json`.
+Every tokenizer is held with the few settings the model needs (BOS/EOS/PAD, whether BOS is
+prepended, the chat template). `tokenizer.json` runs in `tokenizers`; a SentencePiece
+`tokenizer.model` runs in `sentencepiece` itself (`SentencePieceBackend`: the fast conversion
+differs on runs of spaces); GGUF vocabularies are built from the file's metadata by transformers' GGUF converter.
 """
 
 from __future__ import annotations
