@@ -159,8 +159,25 @@ def test_a_replay_source_takes_neither_a_validation_split_nor_a_weight(bad_corpu
     cfg = _config(bad_corpus, tiny_tokenizer, tmp_path / "c.yaml")
     for key, value, message in (("val_fraction", 0.1, "has no validation split"),
                                 ("weight", 2.0, "does not apply to a replay source")):
-        with pytest.raises(ConfigError, match=message):
-            _with(cfg, lambda d: d["sources"][0].update(role="replay", **{key: value}))
+        changed = _with(cfg, lambda d: d["sources"][0].update(role="replay", **{key: value}))   # a valid config...
+        with pytest.raises(ConfigError, match=message):                                       # ...no new build
+            build(cfg, tmp_path / key, config=changed)
+        assert not (tmp_path / key).exists()
+
+
+def test_rules_file_is_checked_before_any_work_and_read_relative_to_the_caller(bad_corpus, tiny_tokenizer, tmp_path,
+                                                                               monkeypatch):
+    cfg = _config(bad_corpus, tiny_tokenizer, tmp_path / "c.yaml")
+    (tmp_path / "bad.yaml").write_text("acme:\n  stopers: [x]\n")
+    with pytest.raises(ConfigError, match="unknown key 'stopers'"):
+        build(cfg, tmp_path / "o1", overrides=[f"rules_file={tmp_path / 'bad.yaml'}"])
+    assert not (tmp_path / "o1").exists()
+    (tmp_path / "rules.yaml").write_text("acme:\n  stoppers: [References]\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MY_RULES", "rules.yaml")
+    assert build(cfg, tmp_path / "o2", overrides=["rules_file=${MY_RULES}"]).is_dir()   # relative, via ${VAR}
+    monkeypatch.setenv("MY_RULES", "")
+    assert build(cfg, tmp_path / "o3", overrides=["rules_file=${MY_RULES:-}"]).is_dir()  # empty: packaged rules
 
 
 def _with(cfg_path: Path, change):

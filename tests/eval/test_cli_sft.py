@@ -40,6 +40,19 @@ def test_eval_command_line_workload(argv, benchmarks, per_subject, quick):
     assert (cfg.benchmarks, cfg.per_subject, is_quick) == (benchmarks, per_subject, quick)
 
 
+def test_given_options_reach_the_config_and_defaults_come_from_it():
+    cfg, quick = eval_cli.eval_config(parse(["eval", "--mode", "loglik", "--prompt-style", "lm-eval", "--backend", "hf",
+                                             "--model", "runs/x/hf", "--benchmarks", "medqa4, pubmedqa"]))
+    assert (cfg.mode, cfg.prompt_style, cfg.backend, cfg.model, cfg.benchmarks, quick) == (
+        "loglik", "lm-eval", "hf", "runs/x/hf", ["medqa4", "pubmedqa"], False)
+    from meditron.eval.runner import EvalConfig
+
+    cfg, _ = eval_cli.eval_config(parse(["eval", "--limit", "3"]))   # not given: EvalConfig's defaults
+    base = EvalConfig()
+    assert (cfg.mode, cfg.prompt_style, cfg.backend, cfg.model, cfg.benchmarks) == (
+        base.mode, base.prompt_style, base.backend, base.model, base.benchmarks)
+
+
 def test_bad_benchmark_is_a_config_error():
     from meditron.eval.runner import EvalConfig
 
@@ -89,6 +102,9 @@ def test_sft_data_plain_and_cot(shared_data, tmp_path):
         build_sft("medmcqa", data_dir=str(root), cot=True)  # the shared subset has no explanations
     with pytest.raises(DataError, match="unknown split 'validation'; this benchmark has test, train, dev"):
         build_sft("medqa", data_dir=str(root), split="validation")   # MedQA's is called dev
+    for name, test_split in (("pubmedqa", "test"), ("medmcqa", "validation")):   # what eval scores
+        with pytest.raises(DataError, match="would contaminate the benchmark"):
+            build_sft(name, data_dir=str(root), split=test_split)
 
 
 def test_sft_data_writer_makes_missing_folders(tmp_path):

