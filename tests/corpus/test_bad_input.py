@@ -178,6 +178,11 @@ def test_rules_file_is_checked_before_any_work_and_read_relative_to_the_caller(b
     assert build(cfg, tmp_path / "o2", overrides=["rules_file=${MY_RULES}"]).is_dir()   # relative, via ${VAR}
     monkeypatch.setenv("MY_RULES", "")
     assert build(cfg, tmp_path / "o3", overrides=["rules_file=${MY_RULES:-}"]).is_dir()  # empty: packaged rules
+    # the rules file's contents are part of the build's identity: an edited file does not resume o2
+    (tmp_path / "rules.yaml").write_text("acme:\n  stoppers: [Acknowledgments]\n")
+    monkeypatch.setenv("MY_RULES", "rules.yaml")
+    with pytest.raises(ConfigError, match="different config"):
+        build(cfg, tmp_path / "o2", overrides=["rules_file=${MY_RULES}"])
 
 
 def _with(cfg_path: Path, change):

@@ -219,9 +219,13 @@ def load_corpus_config(path: str | os.PathLike | None, overrides: list[str] | No
 
 
 def fingerprint(cfg: CorpusConfig) -> str:
-    """Hash of everything that changes outputs (the executor does not)."""
+    """Hash of everything that changes outputs (the executor does not), the contents of a custom
+    `rules_file` included: editing it between two runs into one folder would mix two cleanings."""
     data = to_dict(cfg)
     data.pop("executor", None)
+    rules = rules_path(cfg)
+    if rules and Path(rules).is_file():
+        data["rules_file_sha256"] = hashlib.sha256(Path(rules).read_bytes()).hexdigest()
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
