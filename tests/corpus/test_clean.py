@@ -99,6 +99,30 @@ def test_rules_file_unknown_key_is_one_line_error(tmp_path):
         C.load_rules(str(bad))
 
 
+@pytest.mark.parametrize("text, message", [
+    ("acme: [unclosed\n", "is not valid YAML"),
+    ("- acme\n", "must map source names to their rules, not a list"),
+    ("acme: 3\n", "must be a mapping of rule keys"),
+    ("acme:\n  stoppers: References\n", "stoppers must be a list of strings"),
+    ("acme:\n  min_lines: many\n", "min_lines must be an integer"),
+])
+def test_malformed_rules_file_is_one_line_error(tmp_path, text, message):
+    from meditron.errors import ConfigError
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        C.load_rules(str(bad))
+
+
+def test_an_edited_rules_file_is_read_again(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("acme:\n  stoppers: [References]\n")
+    assert C.load_rules(str(rules))["acme"].stoppers == ["References"]
+    rules.write_text("acme:\n  stoppers: [Acknowledgments, Funding]\n")
+    assert C.load_rules(str(rules))["acme"].stoppers == ["Acknowledgments", "Funding"]
+
+
 def test_packaged_rules_load():
     rules = C.load_rules("")
     assert {"cdc", "nice" if "nice" in rules else "cco", "cma"} <= set(rules)

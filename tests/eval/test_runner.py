@@ -77,9 +77,22 @@ def test_resume_refuses_other_config(tmp_path, tiny_backend, shared_data):
     _run(tmp_path, tiny_backend, mode="top-token", benchmarks=["medqa4"], data_dir=rel, limit=4)
     ident = json.loads((tmp_path / "run.json").read_text())
     assert set(ident["benchmarks"]) == {"mmlu_medical", "medqa4"}
-    # a folder from before run.json recorded each benchmark's plan is not guessed at
+    # a plan recorded for a benchmark that has no predictions yet (a run stopped before its first chunk)
+    # does not bind the next run
+    ident = json.loads((tmp_path / "run.json").read_text())
+    ident["benchmarks"]["pubmedqa"] = {"shots": 1, "seeds": [7], "data": str(root)}
+    (tmp_path / "run.json").write_text(json.dumps(ident))
+    _run(tmp_path, tiny_backend, mode="top-token", benchmarks=["pubmedqa"], data_dir=str(root), limit=2)
+    assert json.loads((tmp_path / "run.json").read_text())["benchmarks"]["pubmedqa"]["shots"] == 3
+    # the key named is the one that differs first in meaning: the mode, not the settings it implies
+    with pytest.raises(ConfigError, match="different mode"):
+        _run(tmp_path, tiny_backend, mode="generate")
+    # a folder from before run.json recorded each benchmark's plan, or without one, is not guessed at
     (tmp_path / "run.json").write_text(json.dumps({"model": "smollm2-135m", "mode": "top-token", "shots": None}))
-    with pytest.raises(ConfigError, match="earlier meditron version"):
+    with pytest.raises(ConfigError, match="another meditron version"):
+        _run(tmp_path, tiny_backend, mode="top-token")
+    (tmp_path / "run.json").unlink()
+    with pytest.raises(ConfigError, match="missing or unreadable"):
         _run(tmp_path, tiny_backend, mode="top-token")
     with pytest.raises(ConfigError, match="names no benchmark"):
         EvalConfig(benchmarks=[]).validate()

@@ -162,23 +162,47 @@ def truncate(text: str, starters=None, removers=None, stoppers=None) -> str:
     return "\n".join(out).strip()
 
 
-@functools.lru_cache(maxsize=8)
 def load_rules(path: str = "") -> dict[str, SourceRules]:
-    """Rules by lower-cased source name (the record's `source` field, e.g. 'cdc', 'nice')."""
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"rules_file {p} does not exist")
-        raw = yaml.safe_load(p.read_text()) or {}
-    else:
-        raw = yaml.safe_load(resources.files("meditron.corpus").joinpath("rules/guidelines.yaml").read_text()) or {}
+    """Rules by lower-cased source name (the record's `source` field, e.g. 'cdc', 'nice').
+
+    Called per document, so parses are cached, keyed on the file's modification time and size as well
+    as its path: a file edited between two builds in one process is read again."""
+    if not path:
+        return _parse_rules("", 0, 0)
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"rules_file {p} does not exist")
+    st = p.stat()
+    return _parse_rules(str(p), st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_rules(path: str, mtime_ns: int, size: int) -> dict[str, SourceRules]:
+    where = f"rules_file {path}" if path else "the packaged rules"
+    text = Path(path).read_text() if path else \
+        resources.files("meditron.corpus").joinpath("rules/guidelines.yaml").read_text()
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must map source names to their rules, not a {type(raw).__name__}")
     out = {}
-    known = set(SourceRules.__dataclass_fields__)
+    fields = SourceRules.__dataclass_fields__
     for name, spec in raw.items():
         spec = spec or {}
-        bad = set(spec) - known
+        if not isinstance(spec, dict):
+            raise ConfigError(f"rules for {name!r} in {where} must be a mapping of rule keys, not {spec!r}")
+        bad = set(spec) - set(fields)
         if bad:
-            raise ConfigError(f"rules for {name!r}: unknown key {sorted(bad)[0]!r}; known: {', '.join(sorted(known))}")
+            raise ConfigError(f"rules for {name!r}: unknown key {sorted(bad)[0]!r}; known: {', '.join(sorted(fields))}")
+        for key, value in spec.items():
+            lines = key in ("starters", "removers", "stoppers")
+            ok = (isinstance(value, list) and all(isinstance(v, str) for v in value)) if lines else \
+                (isinstance(value, int) and not isinstance(value, bool))
+            if not ok:
+                raise ConfigError(f"rules for {name!r}: {key} must be "
+                                  f"{'a list of strings' if lines else 'an integer'}, got {value!r}")
         out[str(name).lower()] = SourceRules(**spec)
     return out
 

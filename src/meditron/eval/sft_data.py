@@ -27,7 +27,7 @@ def build_sft(name: str, data_dir: str | None = None, cot: bool = False, split: 
     bench = registry.get(name)
     if bench.name not in SFT_BENCHMARKS:
         raise DataError(f"sft-data supports {', '.join(SFT_BENCHMARKS)}, not {name}")
-    if split in SCORED_SPLITS[bench.name]:
+    if split in SCORED_SPLITS.get(bench.name, (bench.test_split,)):
         raise DataError(f"{name}'s {split} split is the one evaluation scores: fine-tuning on it would contaminate "
                         "the benchmark; use --split train")
     items = bench.load(split, data_dir)
