@@ -169,11 +169,11 @@ def load_rules(path: str = "") -> dict[str, SourceRules]:
     as its path: a file edited between two builds in one process is read again."""
     if not path:
         return _parse_rules("", 0, 0)
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"rules_file {p} does not exist")
-    st = p.stat()
-    return _parse_rules(str(p), st.st_mtime_ns, st.st_size)
+    try:
+        st = Path(path).stat()   # one system call per document: this is the corpus's per-document path
+    except OSError:
+        raise ConfigError(f"rules_file {path} does not exist") from None
+    return _parse_rules(path, st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=8)

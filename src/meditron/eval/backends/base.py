@@ -126,6 +126,15 @@ class Backend:
         return out
 
 
+def default_device_dtype(device: str | None, dtype: str | None) -> tuple[str, str]:
+    """Where the native and hf backends run, and in which precision, when not told: the GPU when there
+    is one, in bf16 there and fp32 on a CPU. (The run's identity in eval/runner.py uses it too.)"""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return device, dtype or ("bf16" if device.startswith("cuda") else "fp32")
+
+
 def make_backend(name: str, model: str, device: str | None = None, dtype: str | None = None, **kw) -> Backend:
     if name == "native":
         from meditron.eval.backends.native import NativeBackend

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import torch
 
 from meditron.errors import ModelError
-from meditron.eval.backends.base import Backend, GenParams
+from meditron.eval.backends.base import Backend, GenParams, default_device_dtype
 from meditron.infer.scoring import ScoreRequest, ScoreResult
 
 
@@ -27,10 +27,8 @@ class HFBackend(Backend):
                  loaded=None):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, None: None}[dtype]
-        if torch_dtype is None:
-            torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        self.device, dtype = default_device_dtype(device, dtype)
+        torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
         if loaded is not None:
             self.model, self.tok = loaded
         else:

@@ -6,7 +6,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from meditron.eval.backends.base import Backend, GenParams
+from meditron.eval.backends.base import Backend, GenParams, default_device_dtype
 from meditron.infer.generate import Generator, SamplingParams
 from meditron.infer.scoring import LogProbScorer, ScoreRequest, ScoreResult
 from meditron.model.hub import load_model
@@ -18,8 +18,8 @@ class NativeBackend(Backend):
 
     def __init__(self, model="smollm2-135m", device: str | None = None, dtype: str | None = None,
                  max_batch_tokens: int = 4096, gen_batch: int = 16, loaded=None):
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = parse_dtype(dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
+        device, dtype = default_device_dtype(device, dtype)
+        torch_dtype = parse_dtype(dtype)
         if loaded is not None:
             self.model, self.tok = loaded
         else:
